@@ -1,0 +1,441 @@
+"""Synthetic spoken-digits corpus: the default training data when there is no internet.
+
+Writes an ESPnet2/Kaldi-style data directory per split (``wav.scp``, ``text``,
+``utt2spk``, ``spk2utt``, plus ``spk2info`` describing each synthetic speaker) with
+16 kHz 16-bit PCM WAV files under ``<split>/wav/``.
+
+Design choices and why:
+
+* Valid and test speakers use espeak variants that never occur in train, so the
+  held-out error rate measures generalisation to unseen voices, not memorisation.
+* Every split draws from its own child of ``SeedSequence(seed)``: changing
+  ``num_valid`` does not reshuffle the training set.
+* espeak-ng's output depends on what the process synthesised before (see
+  :mod:`espnet3.data.espeak`), so each fixed-size chunk of utterances is synthesised
+  in a fresh spawned process. The result is byte-identical for a given seed no
+  matter how many workers run, and chunks of the training split run in parallel.
+* ``corpus.json`` is written last and records the parameters; a later call with
+  the same parameters on a complete directory returns without touching any file.
+
+CLI::
+
+    python -m espnet3.data.digits --out data/digits --num-train 2000 --num-valid 200 \
+        --num-test 200 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from espnet3.data.espeak import TARGET_SAMPLE_RATE, VoiceSpec
+
+SPLITS = ("train", "valid", "test")
+DIGIT_WORDS = ("ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE")
+# Spoken "oh" for 0 in a fraction of zeros, as people read phone numbers.
+OH_PROBABILITY = 0.3
+MIN_DIGITS, MAX_DIGITS = 1, 7
+
+# Accents shared by all splits; the held-out dimension is the variant (timbre).
+# 'en-shaw' (Shavian script) and 'en-us-nyc' are left out of the default set: the
+# former is meant for another script, the latter adds little over en-us.
+DEFAULT_VOICES: tuple[str, ...] = (
+    "en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+)
+SPLIT_VARIANTS: dict[str, tuple[str, ...]] = {
+    "train": ("m1", "m2", "m3", "m4", "m5", "m6", "f1", "f2", "f3", "klatt"),
+    "valid": ("m7", "f4"),
+    "test": ("m8", "f5"),
+}
+MAX_SPEAKERS = {"train": 40, "valid": 10, "test": 10}
+# Rates above ~220 words/min make 1-digit utterances too short for CTC after 4x
+# subsampling; below ~130 the audio is needlessly long.
+RATE_RANGE = (130, 220)
+PITCH_RANGE = (20, 80)
+PITCH_SPREAD_RANGE = (30, 90)
+
+# Silence added around every utterance: espeak trims its output tightly, and a
+# single fast digit (~0.2 s) leaves only ~4 frames after 4x conv subsampling,
+# fewer than CTC needs for a word like SEVEN; real recordings have margins too.
+PAD_SECONDS = 0.1
+
+# Utterances synthesised per fresh worker process. Part of the output's identity:
+# changing it changes the audio, so it is tied to FORMAT_VERSION.
+CHUNK_SIZE = 500
+FORMAT_VERSION = 1
+MANIFEST_NAME = "corpus.json"
+SPEAKER_INFO_NAME = "spk2info"
+KALDI_FILES = ("wav.scp", "text", "utt2spk", "spk2utt", SPEAKER_INFO_NAME)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    utt_id: str
+    speaker_id: str
+    words: tuple[str, ...]
+    spec: VoiceSpec
+
+    @property
+    def spoken_text(self) -> str:
+        """What espeak reads: lowercase words, so it never spells them out as letters."""
+        return " ".join(w.lower() for w in self.words)
+
+
+# ---------------------------------------------------------------------- planning
+def _check_count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
+
+
+def plan_split(split: str, num_utts: int, seed: int, voices: Sequence[str] = DEFAULT_VOICES
+               ) -> tuple[dict[str, VoiceSpec], list[Utterance]]:
+    """Choose speakers and transcripts for one split, without synthesising anything.
+
+    Kept pure (seed in, plan out) so determinism and speaker disjointness can be
+    reasoned about and tested independently of espeak.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    num_utts = _check_count(f"num_{split}", num_utts)
+    seed = _check_count("seed", seed)
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(len(SPLITS))[SPLITS.index(split)])
+
+    pool = [(v, var) for v in voices for var in SPLIT_VARIANTS[split]]
+    num_speakers = min(num_utts, MAX_SPEAKERS[split])
+    order = rng.permutation(len(pool))
+    speakers: dict[str, VoiceSpec] = {}
+    for k in range(num_speakers):
+        voice, variant = pool[int(order[k % len(pool)])]
+        speakers[f"{split}_spk{k:03d}"] = VoiceSpec(
+            voice=voice,
+            variant=variant,
+            pitch=int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
+            rate=int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1)),
+            pitch_range=int(rng.integers(PITCH_SPREAD_RANGE[0], PITCH_SPREAD_RANGE[1] + 1)),
+        )
+    speaker_ids = sorted(speakers)
+    # Balanced: every speaker gets floor/ceil(num_utts / num_speakers) utterances.
+    assignment = rng.permutation(np.arange(num_utts) % max(num_speakers, 1))
+    utts = []
+    for i in range(num_utts):
+        n_digits = int(rng.integers(MIN_DIGITS, MAX_DIGITS + 1))
+        digits = rng.integers(0, 10, size=n_digits)
+        use_oh = rng.random(n_digits) < OH_PROBABILITY
+        words = tuple("OH" if d == 0 and oh else DIGIT_WORDS[int(d)] for d, oh in zip(digits, use_oh))
+        spk = speaker_ids[int(assignment[i])]
+        # Utterance ids start with the speaker id so that sorting utt2spk by
+        # utterance also groups it by speaker, as Kaldi's validate_data_dir wants.
+        utts.append(Utterance(f"{spk}_{i:05d}", spk, words, speakers[spk]))
+    utts.sort(key=lambda u: u.utt_id)
+    return speakers, utts
+
+
+# --------------------------------------------------------------------- synthesis
+def _synthesize_chunk(wav_dir: str, jobs: list[tuple[str, str, VoiceSpec]], rand_seed: int
+                      ) -> tuple[int, float]:
+    """Worker entry point: runs in a fresh process so espeak starts from a known state."""
+    import soundfile
+
+    from espnet3.data.espeak import get_synthesizer
+
+    started = time.perf_counter()
+    synth = get_synthesizer()
+    synth.reset_random_state(rand_seed)
+    total = 0
+    for utt_id, text, spec in jobs:
+        audio = synth.synthesize_16k(text, spec)
+        pad = int(round(PAD_SECONDS * TARGET_SAMPLE_RATE))
+        audio = np.pad(audio, (pad, pad))
+        soundfile.write(os.path.join(wav_dir, f"{utt_id}.wav"), audio, TARGET_SAMPLE_RATE,
+                        subtype="PCM_16", format="WAV")
+        total += len(audio)
+    return total, time.perf_counter() - started
+
+
+def _prepare_out_dir(out_dir: Path) -> Path:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-probe-"):
+            pass
+    except OSError as exc:
+        raise OSError(
+            f"cannot write the digits corpus to {out_dir}: {exc.strerror or exc}; "
+            "pass a writable directory (--out)"
+        ) from exc
+    return out_dir.resolve()
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _params(num_train: int, num_valid: int, num_test: int, seed: int, voices: Sequence[str]) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "num_train": num_train,
+        "num_valid": num_valid,
+        "num_test": num_test,
+        "seed": seed,
+        "voices": list(voices),
+        "sample_rate": TARGET_SAMPLE_RATE,
+    }
+
+
+def is_complete(out_dir: str | os.PathLike, params: dict) -> bool:
+    """True when ``out_dir`` holds a finished corpus generated with ``params``.
+
+    Also checks the WAV files still exist under this directory, since wav.scp holds
+    absolute paths that break if the directory was moved or partly deleted.
+    """
+    out_dir = Path(out_dir).resolve()
+    try:
+        manifest = json.loads((out_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if manifest.get("params") != params:
+        return False
+    for split in SPLITS:
+        split_dir = out_dir / split
+        if not all((split_dir / name).is_file() for name in KALDI_FILES):
+            return False
+        entries = [line.split(maxsplit=1) for line in _lines(split_dir / "wav.scp")]
+        if len(entries) != params[f"num_{split}"]:
+            return False
+        for _, wav in entries:
+            if Path(wav).parent != split_dir / "wav" or not Path(wav).is_file():
+                return False
+    return True
+
+
+def _write_kaldi_files(split_dir: Path, final_dir: Path, speakers: dict[str, VoiceSpec],
+                       utts: list[Utterance]) -> None:
+    def write(name: str, lines: list[str]) -> None:
+        (split_dir / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+    write("wav.scp", [f"{u.utt_id} {final_dir / 'wav' / (u.utt_id + '.wav')}" for u in utts])
+    write("text", [f"{u.utt_id} {' '.join(u.words)}" for u in utts])
+    write("utt2spk", [f"{u.utt_id} {u.speaker_id}" for u in utts])
+    by_spk: dict[str, list[str]] = {}
+    for u in utts:
+        by_spk.setdefault(u.speaker_id, []).append(u.utt_id)
+    write("spk2utt", [f"{s} {' '.join(sorted(by_spk[s]))}" for s in sorted(by_spk)])
+    write(SPEAKER_INFO_NAME, [
+        f"{s} voice={v.voice} variant={v.variant or ''} pitch={v.pitch} rate={v.rate} range={v.pitch_range}"
+        for s, v in sorted(speakers.items()) if s in by_spk
+    ])
+
+
+def read_spk2info(split_dir: str | os.PathLike) -> dict[str, VoiceSpec]:
+    """Speaker settings of a generated split, e.g. to check held-out voices."""
+    specs = {}
+    for line in _lines(Path(split_dir) / SPEAKER_INFO_NAME):
+        spk, *fields = line.split()
+        kv = dict(f.split("=", 1) for f in fields)
+        specs[spk] = VoiceSpec(kv["voice"], kv["variant"] or None, int(kv["pitch"]),
+                               int(kv["rate"]), int(kv["range"]))
+    return specs
+
+
+def _check_replaceable(final_dir: Path) -> None:
+    """Regeneration deletes old split dirs; never delete something we did not write."""
+    if not final_dir.exists():
+        return
+    ours = final_dir.is_dir() and (
+        (final_dir / SPEAKER_INFO_NAME).is_file() or not any(final_dir.iterdir())
+    )
+    if not ours:
+        raise FileExistsError(
+            f"{final_dir} exists and was not written by espnet3.data.digits; refusing to "
+            "delete it. Choose another --out directory or remove it yourself."
+        )
+
+
+def _replace_split_dir(tmp_dir: Path, final_dir: Path) -> None:
+    _check_replaceable(final_dir)
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    tmp_dir.rename(final_dir)
+
+
+def _synthesize_splits(plans: dict[str, tuple[dict[str, VoiceSpec], list[Utterance]]],
+                       tmp_dirs: dict[str, Path], seed: int, workers: int, log, started: float
+                       ) -> dict[str, dict]:
+    """Synthesise every split into its temporary directory; returns per-split stats."""
+    futures: dict[str, list] = {split: [] for split in SPLITS}
+    # max_tasks_per_child=1: every chunk gets a fresh process, hence a fresh espeak
+    # state, hence output independent of scheduling and worker count.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1) as pool:
+        for split_index, split in enumerate(SPLITS):
+            tmp = tmp_dirs[split]
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            (tmp / "wav").mkdir(parents=True)
+            _, utts = plans[split]
+            jobs = [(u.utt_id, u.spoken_text, u.spec) for u in utts]
+            for c, start in enumerate(range(0, len(jobs), CHUNK_SIZE)):
+                rand_seed = (seed * 1_000_003 + split_index * 10_007 + c) & 0x7FFFFFFF
+                futures[split].append(
+                    pool.submit(_synthesize_chunk, str(tmp / "wav"), jobs[start:start + CHUNK_SIZE], rand_seed)
+                )
+        stats = {}
+        for split in SPLITS:
+            done = [f.result() for f in futures[split]]
+            samples = sum(d[0] for d in done)
+            num_utts, num_speakers = len(plans[split][1]), len(plans[split][0])
+            stats[split] = {
+                "num_utts": num_utts,
+                "num_speakers": num_speakers,
+                "hours": round(samples / TARGET_SAMPLE_RATE / 3600, 6),
+            }
+            log(
+                f"[digits] {split}: {num_utts} utts, {num_speakers} speakers, "
+                f"{samples / TARGET_SAMPLE_RATE / 3600:.3f} h audio, "
+                f"{sum(d[1] for d in done):.1f} s synthesis (summed over workers), "
+                f"{time.perf_counter() - started:.1f} s elapsed"
+            )
+    return stats
+
+
+def generate_corpus(
+    out_dir: str | os.PathLike,
+    num_train: int = 2000,
+    num_valid: int = 200,
+    num_test: int = 200,
+    seed: int = 0,
+    *,
+    voices: Sequence[str] = DEFAULT_VOICES,
+    workers: int | None = None,
+    force: bool = False,
+    verbose: bool = True,
+) -> dict[str, Path]:
+    """Generate (or reuse) the digits corpus; returns ``{split: data_dir}``.
+
+    Safe to call from several processes at once (a file lock serialises them), and
+    cheap to call again: a complete corpus with identical parameters is reused.
+    """
+    counts = {
+        "train": _check_count("num_train", num_train),
+        "valid": _check_count("num_valid", num_valid),
+        "test": _check_count("num_test", num_test),
+    }
+    seed = _check_count("seed", seed)
+    if isinstance(voices, str) or not isinstance(voices, Sequence) or not voices:
+        raise TypeError(f"voices must be a non-empty sequence of voice names, got {voices!r}")
+    voices = list(voices)
+    if len(set(voices)) != len(voices):
+        raise ValueError(f"voices contains duplicates: {voices}")
+    from espnet3.data.espeak import get_synthesizer
+
+    synth = get_synthesizer()
+    for voice in voices:
+        if "+" in voice:
+            raise ValueError(
+                f"voice {voice!r} names a variant; pass base voices only, variants are "
+                "assigned per split so that valid/test use held-out ones"
+            )
+        synth.check_voice(voice)
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
+
+    out_dir = _prepare_out_dir(Path(out_dir))
+    params = _params(counts["train"], counts["valid"], counts["test"], seed, voices)
+    result = {split: out_dir / split for split in SPLITS}
+    log = print if verbose else (lambda *a, **k: None)
+
+    from filelock import FileLock
+
+    with FileLock(str(out_dir / ".corpus.lock")):
+        if not force and is_complete(out_dir, params):
+            log(f"[digits] reusing complete corpus in {out_dir} ({MANIFEST_NAME} matches)")
+            return result
+        for split in SPLITS:
+            _check_replaceable(result[split])
+        (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+
+        plans = {split: plan_split(split, counts[split], seed, voices) for split in SPLITS}
+        started = time.perf_counter()
+        tmp_dirs = {split: out_dir / f".{split}.partial" for split in SPLITS}
+        try:
+            stats = _synthesize_splits(plans, tmp_dirs, seed, workers, log, started)
+            for split in SPLITS:
+                speakers, utts = plans[split]
+                _write_kaldi_files(tmp_dirs[split], result[split], speakers, utts)
+                _replace_split_dir(tmp_dirs[split], result[split])
+        finally:
+            # Leave no half-written split behind (success renamed them away already).
+            for tmp in tmp_dirs.values():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+        manifest = {"params": params, "splits": stats}
+        tmp_manifest = out_dir / f".{MANIFEST_NAME}.partial"
+        tmp_manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp_manifest, out_dir / MANIFEST_NAME)
+        total_h = sum(s["hours"] for s in stats.values())
+        log(f"[digits] wrote {out_dir}: {total_h:.3f} h total in {time.perf_counter() - started:.1f} s")
+    return result
+
+
+# --------------------------------------------------------------------------- CLI
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m espnet3.data.digits",
+        description="Synthesise a spoken-digits corpus (Kaldi/ESPnet2 data dirs) with espeak-ng.",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--num-train", type=_non_negative_int, default=2000)
+    parser.add_argument("--num-valid", type=_non_negative_int, default=200)
+    parser.add_argument("--num-test", type=_non_negative_int, default=200)
+    parser.add_argument("--seed", type=_non_negative_int, default=0)
+    parser.add_argument("--voices", default=",".join(DEFAULT_VOICES),
+                        help="comma-separated espeak base voices shared by all splits")
+    parser.add_argument("--workers", type=int, default=None, help="synthesis processes (default: min(4, cores))")
+    parser.add_argument("--force", action="store_true", help="regenerate even if a matching corpus exists")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    voices = [v.strip() for v in args.voices.split(",") if v.strip()]
+    try:
+        generate_corpus(args.out, args.num_train, args.num_valid, args.num_test, args.seed,
+                        voices=voices, workers=args.workers, force=args.force)
+    except (ValueError, TypeError, OSError) as exc:
+        parser.error(str(exc))
+    return 0
+
+
+if __name__ == "__main__":
+    # Re-import under the package name so that functions pickled for the spawned
+    # workers are found as espnet3.data.digits.*, not __main__.*.
+    from espnet3.data.digits import main as _main
+
+    sys.exit(_main())
