@@ -1,0 +1,127 @@
+"""Tiny models and loops shared by the Lightning-module tests (importable by spawned ranks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+
+from espnet3.components.modeling.optimization_spec import OptimizationStep
+
+
+class Regressor(nn.Module):
+    """Linear regression; a batch with ``poison > 0`` returns a NaN loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 1)
+
+    def forward(self, x, y, poison):
+        loss = ((self.lin(x).squeeze(-1) - y) ** 2).mean()
+        loss = torch.where(poison > 0, torch.full_like(loss, float("nan")), loss)
+        return loss, {"loss": loss.detach()}, torch.tensor(float(len(x)))
+
+
+def regression_batches(n: int, seed: int, poison_at: set[int] = frozenset()) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        {
+            "x": torch.randn(8, 4, generator=gen),
+            "y": torch.randn(8, generator=gen),
+            "poison": torch.tensor(1.0 if i in poison_at else 0.0),
+        }
+        for i in range(n)
+    ]
+
+
+class GAN(nn.Module):
+    """A generator and a discriminator; ``which`` picks the OptimizationSteps returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generator = nn.Linear(2, 2)
+        self.discriminator = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1))
+
+    def forward(self, real, z, which):
+        fake = self.generator(z)
+        bce = nn.functional.binary_cross_entropy_with_logits
+        d_real = self.discriminator(real)
+        d_fake = self.discriminator(fake.detach())
+        d_loss = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+        g_out = self.discriminator(fake)
+        g_loss = bce(g_out, torch.ones_like(g_out))
+        steps = {
+            0: [OptimizationStep(g_loss, "generator"), OptimizationStep(d_loss, "discriminator")],
+            1: [OptimizationStep(d_loss, "discriminator")],
+            2: [OptimizationStep(g_loss, "generator")],
+        }[int(which)]
+        return steps, {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}, len(real)
+
+
+def gan_batches(whiches: list[int], seed: int) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        {"real": torch.randn(8, 2, generator=gen) + 3, "z": torch.randn(8, 2, generator=gen), "which": torch.tensor(w)}
+        for w in whiches
+    ]
+
+
+def gan_config(**overrides) -> dict:
+    config = {
+        "optimizers": {
+            "generator": {"optimizer": {"_target_": "torch.optim.Adam", "lr": 0.01}, "params": "generator"},
+            "discriminator": {"optimizer": {"_target_": "torch.optim.Adam", "lr": 0.01}, "params": ["discriminator"]},
+        }
+    }
+    for name, extra in overrides.items():
+        config["optimizers"][name].update(extra)
+    return config
+
+
+def flat(module: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1).clone() for p in module.parameters()])
+
+
+class Trace(L.Callback):
+    """Parameters (per named top-level module) after every training batch."""
+
+    def __init__(self) -> None:
+        self.params: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.params.append({name: flat(child) for name, child in pl_module.model.named_children()})
+
+
+def make_trainer(callbacks=(), ddp: dict | None = None, **kwargs) -> L.Trainer:
+    strategy = "auto"
+    devices = 1
+    if ddp is not None:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(process_group_backend="gloo", **ddp)
+        devices = 2
+    defaults = dict(
+        accelerator="cpu",
+        devices=devices,
+        strategy=strategy,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        max_epochs=1,
+        callbacks=list(callbacks),
+    )
+    defaults.update(kwargs)
+    return L.Trainer(**defaults)
+
+
+def loader(batches: list[dict]) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(batches, batch_size=None)
+
+
+def save_trace(trace: Trace, out_dir: Path, rank: int) -> None:
+    torch.save(trace.params, out_dir / f"trace{rank}.pt")
