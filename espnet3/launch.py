@@ -1,0 +1,182 @@
+"""``python -m espnet3.launch``: run a train.yaml (or a sweep) on a Ray cluster.
+
+Everything that can be checked is checked here, before a Ray worker starts: the
+config, the launch options, the run directory and the model itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from espnet3.orchestration.launch_spec import STAGES, LaunchSpec
+
+EXIT_USAGE = 2
+
+
+def parse_args(argv: list[str] | None = None) -> LaunchSpec:
+    parser = argparse.ArgumentParser(
+        prog="python -m espnet3.launch",
+        description="Train an ESPnet model from a train.yaml on Ray (local machine or cluster).",
+    )
+    parser.add_argument("--config", required=True, type=Path, help="train.yaml to run")
+    parser.add_argument("--num-gpus", type=int, default=0, help="N>0: N workers with one GPU each (nccl); 0: CPU workers (gloo)")
+    parser.add_argument("--num-workers", type=int, default=2, help="CPU workers when --num-gpus 0 (default 2)")
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs (and torch threads) per worker")
+    parser.add_argument("--address", default=None, help="Ray cluster address (auto, ray://host:10001); default: RAY_ADDRESS or a new local cluster")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=None, help="default: collect_stats (when normalize is global_mvn), train, evaluate")
+    parser.add_argument("--resume", action="store_true", help="continue the run already in exp_dir")
+    parser.add_argument("--dry-run", action="store_true", help="validate the config and print the plan; start nothing")
+    parser.add_argument("overrides", nargs="*", help="config overrides: a.b=value, +new.key=value")
+    args = parser.parse_args(argv)
+    try:
+        return LaunchSpec(
+            config=args.config,
+            num_gpus=args.num_gpus,
+            num_workers=args.num_workers,
+            cpus_per_worker=args.cpus_per_worker,
+            address=args.address,
+            stages=args.stages or [],
+            resume=args.resume,
+            dry_run=args.dry_run,
+            overrides=list(args.overrides),
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def default_stages(cfg: DictConfig) -> list[str]:
+    stages = []
+    if cfg.get("task") and str(cfg.model.get("normalize")) == "global_mvn":
+        stages.append("collect_stats")
+    stages.append("train")
+    if cfg.data.get("test"):
+        stages.append("evaluate")
+    return stages
+
+
+PATH_KEYS = ("exp_dir", "stats_dir", "data.train", "data.valid", "data.token_list", "data.bpemodel")
+
+
+def absolutize(cfg: DictConfig) -> None:
+    """Make path keys absolute: Ray workers do not run in the launcher's directory."""
+    for key in PATH_KEYS:
+        node = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+        raw = OmegaConf.to_container(cfg, resolve=False)
+        for part in key.split("."):
+            raw = raw.get(part) if isinstance(raw, dict) else None
+        if node is None or (isinstance(raw, str) and raw.startswith("${")):
+            continue  # `${exp_dir}/stats` follows the key it starts from
+        OmegaConf.update(cfg, key, str(Path(node).resolve()))
+    for split, directory in (cfg.data.get("test") or {}).items():
+        cfg.data.test[split] = str(Path(directory).resolve())
+
+
+def check_run_dir(cfg: DictConfig, spec: LaunchSpec) -> None:
+    from espnet3.orchestration.provenance import RUN_FILE
+
+    run_file = Path(cfg.exp_dir) / RUN_FILE
+    if "train" in spec.stages and run_file.exists() and not spec.resume:
+        raise FileExistsError(
+            f"{cfg.exp_dir} already holds a run (see {run_file}). Ray Train would silently resume it: "
+            "pass --resume to continue it, or start a new one with `name=<new name>` (or `exp_dir=...`)."
+        )
+
+
+def prepare_data(cfg: DictConfig) -> None:
+    from espnet3.data.datadir import DataSpec
+    from espnet3.data.tokenizer import prepare_token_list
+
+    if cfg.data.get("digits"):
+        from espnet3.data.digits import generate_corpus
+
+        root = Path(cfg.data.train).parent
+        generate_corpus(root, **OmegaConf.to_container(cfg.data.digits, resolve=True))
+    prepare_token_list(DataSpec.from_config(cfg.data))
+
+
+def _target_model(model_cfg: dict):
+    from espnet3.utils.instantiate import instantiate
+
+    return instantiate({k: v for k, v in model_cfg.items() if k != "freeze_param"}, _convert_="all")
+
+
+def stats_model_factory(cfg: DictConfig):
+    """A picklable ``model_cfg -> model`` for collect_stats' Ray tasks."""
+    import functools
+
+    from espnet3.utils.task_utils import get_espnet_model
+
+    return functools.partial(get_espnet_model, str(cfg.task)) if cfg.get("task") else _target_model
+
+
+def preflight(spec: LaunchSpec) -> DictConfig:
+    from espnet3.config.loader import load_config
+
+    cfg = load_config(spec.config, spec.overrides)
+    absolutize(cfg)
+    spec.stages = spec.stages or default_stages(cfg)
+    check_run_dir(cfg, spec)
+    return cfg
+
+
+def run(spec: LaunchSpec, cfg: DictConfig) -> int:
+    from espnet3.config.loader import save_config
+    from espnet3.utils.task_utils import build_model, config_code_dir
+
+    config_dir = config_code_dir(spec.config)
+    print(
+        f"[espnet3] {cfg.name}: stages {' '.join(spec.stages)}; {spec.world_size} "
+        f"{'GPU' if spec.use_gpu else 'CPU'} worker(s); exp_dir {cfg.exp_dir}",
+        flush=True,
+    )
+    if spec.dry_run:
+        print(OmegaConf.to_yaml(cfg, resolve=True))
+        return 0
+
+    exp_dir = Path(cfg.exp_dir)
+    prepare_data(cfg)
+    from espnet3.orchestration.cluster import connect
+
+    connect(spec)
+    if "collect_stats" in spec.stages:
+        from espnet3.stages.collect_stats import collect_stats
+
+        stats_dir = collect_stats(stats_model_factory(cfg), cfg)
+        print(f"[espnet3] feature statistics -> {stats_dir}", flush=True)
+    build_model(cfg, config_dir)  # fail here, not in every worker
+    save_config(cfg, exp_dir / "train.yaml")
+    from espnet3.stages.evaluate import evaluate, format_table
+    from espnet3.stages.train import BestCriterion, run_train
+
+    model_file = exp_dir / BestCriterion.from_config(cfg).averaged_name
+    if "train" in spec.stages:
+        from espnet3.orchestration.provenance import write_run_file
+
+        write_run_file(exp_dir, spec)
+        model_file = run_train(cfg, spec, config_dir).averaged_model
+    if "evaluate" in spec.stages:
+        if not model_file.exists():
+            raise FileNotFoundError(f"No trained model at {model_file}; run the train stage first.")
+        print(format_table(evaluate(cfg, config_dir, model_file), model_file), flush=True)
+    print(f"[espnet3] results in {exp_dir} (tensorboard --logdir {exp_dir / 'tensorboard'})", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    spec = parse_args(argv)
+    from espnet3.config.errors import ConfigError
+
+    try:
+        cfg = preflight(spec)
+    except (ConfigError, FileExistsError, FileNotFoundError) as exc:
+        print(f"espnet3.launch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return run(spec, cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

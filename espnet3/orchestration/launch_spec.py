@@ -1,0 +1,56 @@
+"""The launcher's command-line options, parsed once into a validated spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STAGES = ("collect_stats", "train", "evaluate")
+
+
+@dataclass
+class LaunchSpec:
+    """How to run a train.yaml on Ray.
+
+    Attributes:
+        config: the train.yaml path.
+        num_gpus: N > 0 runs N workers with one GPU each (nccl); 0 runs CPU workers (gloo).
+        num_workers: CPU workers when ``num_gpus == 0``.
+        cpus_per_worker: CPUs reserved (and torch threads used) per worker.
+        address: Ray cluster to join (``auto``, ``ray://host:10001``); ``None`` joins
+            ``RAY_ADDRESS`` or starts a local cluster.
+        stages: which stages to run, in order.
+        resume: continue the run already in ``exp_dir`` instead of refusing to touch it.
+        dry_run: validate and print the plan, start nothing.
+        overrides: ``a.b=value`` / ``+a.b=value`` config overrides.
+    """
+
+    config: Path
+    num_gpus: int = 0
+    num_workers: int = 2
+    cpus_per_worker: float = 1.0
+    address: str | None = None
+    stages: list[str] = field(default_factory=lambda: ["collect_stats", "train", "evaluate"])
+    resume: bool = False
+    dry_run: bool = False
+    overrides: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.num_gpus < 0:
+            raise ValueError(f"--num-gpus must be >= 0; got {self.num_gpus}.")
+        if self.num_workers < 1:
+            raise ValueError(f"--num-workers must be >= 1; got {self.num_workers}.")
+        if self.cpus_per_worker <= 0:
+            raise ValueError(f"--cpus-per-worker must be > 0; got {self.cpus_per_worker}.")
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown:
+            raise ValueError(f"Unknown stage(s) {unknown} in --stages; choose from {list(STAGES)}.")
+        self.stages = [s for s in STAGES if s in self.stages]
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.num_gpus > 0
+
+    @property
+    def world_size(self) -> int:
+        return self.num_gpus if self.use_gpu else self.num_workers

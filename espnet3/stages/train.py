@@ -1,0 +1,99 @@
+"""The train stage: one Ray Train run of the config, then top-K averaging and ESPnet2 export."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from espnet3.orchestration.launch_spec import LaunchSpec
+
+FAULT_INJECTION_ENV = "ESPNET3_FAULT_INJECTION"
+
+
+@dataclass(frozen=True)
+class BestCriterion:
+    """``best_model_criterion[0]``: the metric Ray keeps the top-K checkpoints by."""
+
+    metric: str
+    keep: int
+    mode: str
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> BestCriterion:
+        metric, keep, mode = cfg.best_model_criterion[0]
+        return cls(str(metric), int(keep), str(mode))
+
+    @property
+    def averaged_name(self) -> str:
+        """ESPnet's name for the averaged model, e.g. ``valid.loss.ave_3best.pth``."""
+        return f"{self.metric.replace('/', '.')}.ave_{self.keep}best.pth"
+
+
+@dataclass
+class TrainOutcome:
+    exp_dir: Path
+    averaged_model: Path
+    last_model: Path
+    metrics: dict
+
+
+def build_torch_trainer(cfg: DictConfig, spec: LaunchSpec, config_dir: Path):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from espnet3.orchestration.worker import train_loop_per_worker
+
+    exp_dir = Path(cfg.exp_dir).resolve()
+    criterion = BestCriterion.from_config(cfg)
+    resources = {"CPU": spec.cpus_per_worker, **({"GPU": 1} if spec.use_gpu else {})}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "cfg": OmegaConf.to_container(cfg, resolve=True),
+            "config_dir": str(config_dir),
+            "use_gpu": spec.use_gpu,
+            "cpus_per_worker": spec.cpus_per_worker,
+            "fault_injection": os.environ.get(FAULT_INJECTION_ENV),
+        },
+        torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=spec.world_size, use_gpu=spec.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            # storage_path/name == exp_dir: Ray's checkpoints live beside espnet3's outputs.
+            name=exp_dir.name,
+            storage_path=str(exp_dir.parent),
+            failure_config=FailureConfig(max_failures=int(cfg.max_failures)),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=criterion.keep,
+                checkpoint_score_attribute=criterion.metric,
+                checkpoint_score_order=criterion.mode,
+            ),
+        ),
+    )
+
+
+def run_train(cfg: DictConfig, spec: LaunchSpec, config_dir: Path) -> TrainOutcome:
+    from espnet3.export import average_checkpoints, write_espnet2_config
+    from espnet3.orchestration.callbacks import CHECKPOINT_NAME
+
+    exp_dir = Path(cfg.exp_dir).resolve()
+    criterion = BestCriterion.from_config(cfg)
+    result = build_torch_trainer(cfg, spec, config_dir).fit()
+    scored = [(ckpt, m) for ckpt, m in result.best_checkpoints if criterion.metric in m]
+    if not scored:
+        raise RuntimeError(
+            f"No checkpoint reported `{criterion.metric}` (best_model_criterion); reported metrics: "
+            f"{sorted(result.metrics or {})}. Fix `best_model_criterion` in the train.yaml."
+        )
+    scored.sort(key=lambda item: item[1][criterion.metric], reverse=criterion.mode == "max")
+    best = [Path(ckpt.to_directory()) / CHECKPOINT_NAME for ckpt, _ in scored[: criterion.keep]]
+    averaged = average_checkpoints(best, exp_dir / criterion.averaged_name)
+    last = average_checkpoints([Path(result.checkpoint.to_directory()) / CHECKPOINT_NAME], exp_dir / "last.pth")
+    if cfg.get("task"):
+        write_espnet2_config(cfg, exp_dir)
+    print(f"[espnet3] averaged {len(best)} best checkpoints by {criterion.metric} -> {averaged}")
+    return TrainOutcome(exp_dir=exp_dir, averaged_model=averaged, last_model=last, metrics=dict(result.metrics or {}))
