@@ -1,0 +1,229 @@
+"""The collect_stats stage: feature statistics for ``normalize: global_mvn``, sharded over Ray tasks.
+
+Writes, per split, what ESPnet2's ``collect_stats`` writes: ``<key>_stats.npz`` (``count``, ``sum``,
+``sum_square`` over valid frames) for every output of ``model.collect_feats``, ``<key>_shape`` files
+(``utt_id T,D``) for the batch and the features, ``batch_keys`` and ``stats_keys``. Sums are
+accumulated in float64 and merged across shards in a fixed order, so any number of shards gives the
+single-process numbers up to float64 rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from espnet3.data.datadir import DataSpec, plain_mapping
+from espnet3.data.dataset import SpeechTextDataset
+from espnet3.data.loader import LoaderSpec, build_dataset, make_dataloader
+from espnet3.data.sampler import DistributedBatchSampler, make_batches
+from espnet3.data.tokenizer import prepare_token_list
+
+ModelFactory = Callable[[dict[str, Any]], torch.nn.Module]
+
+
+@dataclass
+class FeatStats:
+    """Running per-key sums, plus the shape lines, of one shard (or of several, merged)."""
+
+    count: dict[str, int] = field(default_factory=dict)
+    sum: dict[str, np.ndarray] = field(default_factory=dict)
+    sum_square: dict[str, np.ndarray] = field(default_factory=dict)
+    shapes: dict[str, dict[str, str]] = field(default_factory=dict)
+    batch_keys: list[str] = field(default_factory=list)
+
+    def add(self, key: str, seq: np.ndarray) -> None:
+        # float64 so that merging shards in another order changes only the last bits.
+        seq = seq.astype(np.float64) if np.issubdtype(seq.dtype, np.floating) else seq.astype(np.int64)
+        if key not in self.count:
+            self.count[key], self.sum[key], self.sum_square[key] = 0, 0, 0
+        self.count[key] += len(seq)
+        self.sum[key] = self.sum[key] + seq.sum(0)
+        self.sum_square[key] = self.sum_square[key] + (seq**2).sum(0)
+
+    def merge(self, other: FeatStats) -> None:
+        for key in other.count:
+            if key not in self.count:
+                self.count[key], self.sum[key], self.sum_square[key] = 0, 0, 0
+            self.count[key] += other.count[key]
+            self.sum[key] = self.sum[key] + other.sum[key]
+            self.sum_square[key] = self.sum_square[key] + other.sum_square[key]
+        for name, lines in other.shapes.items():
+            self.shapes.setdefault(name, {}).update(lines)
+        self.batch_keys = self.batch_keys or other.batch_keys
+
+
+def model_config_for_stats(model_cfg: Any) -> dict[str, Any]:
+    """A copy of the ``model:`` block with global normalisation switched off.
+
+    The ``normalize_conf.stats_file`` that global_mvn would load is what this stage writes, and
+    ``collect_feats`` never normalises anyway. A copy, because upstream ESPnet3 edits the config in
+    place and the following train stage then builds a model without normalisation.
+    """
+    model_cfg = copy.deepcopy(plain_mapping(model_cfg, "model"))
+    if model_cfg.get("normalize") is not None:
+        model_cfg["normalize"] = None
+        model_cfg.pop("normalize_conf", None)
+    return model_cfg
+
+
+def collect_shard(
+    model_factory: ModelFactory,
+    model_cfg: dict[str, Any],
+    dataset: SpeechTextDataset,
+    batches: Sequence[Sequence[int]],
+) -> FeatStats:
+    """Statistics of ``batches`` of ``dataset``, with a model built here from ``model_factory(model_cfg)``."""
+    model = model_factory(copy.deepcopy(model_cfg))
+    if not callable(getattr(model, "collect_feats", None)):
+        raise TypeError(
+            f"{type(model).__module__}.{type(model).__qualname__} has no collect_feats(**batch) method, "
+            "so the collect_stats stage cannot compute feature statistics for it; drop collect_stats "
+            "from the stages or use a model with a frontend (e.g. an ESPnet2 ASR model)"
+        )
+    model.eval()
+    stats = FeatStats()
+    loader = make_dataloader(dataset, DistributedBatchSampler(batches), num_workers=0)
+    with torch.no_grad():
+        for keys, batch in loader:
+            stats.batch_keys = [k for k in batch if not k.endswith("_lengths")]
+            _record_shapes(stats, keys, batch)
+            feats = {k: v.detach().cpu() for k, v in model.collect_feats(**batch).items()}
+            _record_shapes(stats, keys, feats)
+            for key, value in feats.items():
+                for i, seq in enumerate(value.numpy()):
+                    if f"{key}_lengths" in feats:
+                        seq = seq[: int(feats[f"{key}_lengths"][i])]
+                    else:
+                        seq = seq[None]  # a per-utterance vector, e.g. feats_lengths, as ESPnet2 does
+                    stats.add(key, seq)
+    return stats
+
+
+def _record_shapes(stats: FeatStats, keys: Sequence[str], tensors: dict[str, torch.Tensor]) -> None:
+    for name, value in tensors.items():
+        if name.endswith("_lengths"):
+            continue
+        lines = stats.shapes.setdefault(f"{name}_shape", {})
+        for i, utt in enumerate(keys):
+            seq = value[i]
+            if f"{name}_lengths" in tensors:
+                seq = seq[: int(tensors[f"{name}_lengths"][i])]
+            lines[utt] = ",".join(map(str, seq.shape))
+
+
+def write_stats(stats: FeatStats, out_dir: Path, utt_order: Sequence[str]) -> None:
+    """ESPnet2's collect_stats output files for one split."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for key in stats.count:
+        np.savez(
+            out_dir / f"{key}_stats.npz",
+            count=stats.count[key],
+            sum=stats.sum[key],
+            sum_square=stats.sum_square[key],
+        )
+    for name, lines in stats.shapes.items():
+        (out_dir / name).write_text("".join(f"{u} {lines[u]}\n" for u in utt_order), encoding="utf-8")
+    (out_dir / "batch_keys").write_text("\n".join(stats.batch_keys) + "\n", encoding="utf-8")
+    (out_dir / "stats_keys").write_text("\n".join(stats.count) + "\n", encoding="utf-8")
+
+
+def _shards(batches: list[list[int]], num_shards: int) -> list[tuple[list[int], list[list[int]]]]:
+    """Deal whole batches round-robin (neighbours in length, so shards cost about the same).
+
+    Whole batches, because a frontend's last frames depend on the padding around an utterance:
+    keeping every batch intact gives each utterance the same features it gets in one process.
+    Returns per shard the dataset indices and the batches re-indexed into that subset.
+    """
+    shards = []
+    for k in range(num_shards):
+        own = batches[k::num_shards]
+        indices = [i for b in own for i in b]
+        position = {i: j for j, i in enumerate(indices)}
+        shards.append((indices, [[position[i] for i in b] for b in own]))
+    return shards
+
+
+def _run_split(
+    model_factory: ModelFactory,
+    model_cfg: dict[str, Any],
+    dataset: SpeechTextDataset,
+    batches: list[list[int]],
+    split: str,
+    num_shards: int,
+    num_cpus_per_shard: float,
+) -> FeatStats:
+    if num_shards == 1:
+        return collect_shard(model_factory, model_cfg, dataset, batches)
+    import ray
+
+    shards = _shards(batches, num_shards)
+    remote = ray.remote(num_cpus=num_cpus_per_shard)(collect_shard)
+    refs = [remote.remote(model_factory, model_cfg, dataset.subset(idx), local) for idx, local in shards]
+    index_of = {ref: k for k, ref in enumerate(refs)}
+    results: list[FeatStats | None] = [None] * len(refs)
+    pending, done_utts, start = list(refs), 0, time.monotonic()
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        k = index_of[ready[0]]
+        results[k] = ray.get(ready[0])
+        done_utts += len(shards[k][0])
+        print(
+            f"collect_stats [{split}]: {len(refs) - len(pending)}/{len(refs)} shards, "
+            f"{done_utts}/{len(dataset)} utterances, {time.monotonic() - start:.1f}s",
+            flush=True,
+        )
+    merged = FeatStats()
+    for result in results:  # shard order, not completion order: reproducible sums
+        merged.merge(result)
+    return merged
+
+
+def collect_stats(
+    model_factory: ModelFactory,
+    cfg: Any,
+    *,
+    num_shards: int | None = None,
+    num_cpus_per_shard: float = 1.0,
+    splits: Sequence[str] = ("train", "valid"),
+) -> Path:
+    """Run ``model.collect_feats`` over ``splits`` and write ``${stats_dir}/<split>/``; return ``stats_dir``.
+
+    Args:
+        model_factory: Picklable ``model_cfg -> model`` (e.g. ``functools.partial(get_espnet_model,
+            task)``); called in every Ray task with a copy of ``cfg.model`` with normalisation off.
+        cfg: The train.yaml config (``stats_dir``, ``model``, ``data``, ``dataloader``); not modified.
+        num_shards: Ray tasks per split; 1 runs in this process without Ray. Default: as many as the
+            Ray cluster's CPUs allow at ``num_cpus_per_shard`` each.
+        num_cpus_per_shard: CPUs reserved per Ray task.
+        splits: Splits to process; ``normalize: global_mvn`` reads the ``train`` statistics.
+    """
+    data = DataSpec.from_config(cfg["data"])
+    loader = LoaderSpec.from_config(cfg["dataloader"])
+    stats_dir = Path(cfg["stats_dir"])
+    model_cfg = model_config_for_stats(cfg["model"])
+    prepare_token_list(data)
+    if num_shards is None:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init()
+        num_shards = max(1, int(ray.cluster_resources().get("CPU", 1) // num_cpus_per_shard))
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    for split in splits:
+        dataset = build_dataset(data, split)
+        batches = make_batches(
+            dataset.lengths, loader.batch_type, batch_bins=loader.batch_bins, batch_size=loader.batch_size
+        )
+        stats = _run_split(
+            model_factory, model_cfg, dataset, batches, split, min(num_shards, len(batches)), num_cpus_per_shard
+        )
+        write_stats(stats, stats_dir / split, dataset.utt_ids)
+    return stats_dir
