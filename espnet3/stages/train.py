@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,5 +96,11 @@ def run_train(cfg: DictConfig, spec: LaunchSpec, config_dir: Path) -> TrainOutco
     last = average_checkpoints([Path(result.checkpoint.to_directory()) / CHECKPOINT_NAME], exp_dir / "last.pth")
     if cfg.get("task"):
         write_espnet2_config(cfg, exp_dir)
+    (exp_dir / "train_result.json").write_text(json.dumps({
+        "metrics": dict(result.metrics or {}),
+        "best_checkpoints": [{"path": ckpt.path, criterion.metric: m[criterion.metric]} for ckpt, m in scored],
+        "averaged_model": str(averaged),
+        "last_model": str(last),
+    }, indent=2) + "\n")
     print(f"[espnet3] averaged {len(best)} best checkpoints by {criterion.metric} -> {averaged}")
     return TrainOutcome(exp_dir=exp_dir, averaged_model=averaged, last_model=last, metrics=dict(result.metrics or {}))

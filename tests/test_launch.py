@@ -1,0 +1,92 @@
+"""python -m espnet3.launch: pre-flight errors, run-directory safety, and real Ray Train runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from espnet3 import launch
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny_asr.yaml"
+
+
+def _launch_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "espnet3.launch", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_config_error_is_reported_before_any_worker_starts(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("optimizer:", "optimiser:"))
+    started = time.monotonic()
+    proc = _launch_cli("--config", str(bad), "--num-gpus", "0", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "optimiser" in proc.stderr and str(bad) in proc.stderr and "optimizer" in proc.stderr
+    assert "RayTrainWorker" not in proc.stdout + proc.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_bad_launch_option_is_a_usage_error(tmp_path):
+    proc = _launch_cli("--config", str(TINY), "--num-workers", "0", cwd=tmp_path)
+    assert proc.returncode == 2 and "--num-workers must be >= 1" in proc.stderr
+
+
+def test_dry_run_resolves_paths_and_starts_nothing(tmp_path, capsys):
+    assert launch.main(["--config", str(TINY), "--dry-run", f"exp_dir={tmp_path}/exp"]) == 0
+    out = capsys.readouterr().out
+    assert "stages train evaluate" in out
+    assert f"stats_dir: {tmp_path}/exp/stats" in out
+
+
+def test_existing_run_is_refused_without_resume(tmp_path, capsys):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "run.json").write_text("{}")
+    assert launch.main(["--config", str(TINY), "--dry-run", f"exp_dir={tmp_path}/exp"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert launch.main(["--config", str(TINY), "--dry-run", "--resume", f"exp_dir={tmp_path}/exp"]) == 0
+
+
+def _tiny_run(tmp_path: Path, name: str, *extra: str) -> Path:
+    exp = tmp_path / name
+    data = tmp_path / "data"
+    overrides = [
+        f"exp_dir={exp}",
+        f"data.train={data}/train",
+        f"data.valid={data}/valid",
+        f"data.test.test={data}/test",
+    ]
+    assert launch.main(["--config", str(TINY), "--num-gpus", "0", "--num-workers", "2", *overrides, *extra]) == 0
+    return exp
+
+
+@pytest.mark.slow
+def test_tiny_training_end_to_end_with_two_workers(tmp_path, ray_cluster):
+    exp = _tiny_run(tmp_path, "e2e")
+    assert len(list(exp.glob("checkpoint_*/checkpoint.ckpt"))) == 2
+    assert list((exp / "tensorboard").glob("events.out.tfevents.*"))
+    assert (exp / "train.yaml").is_file() and (exp / "config.yaml").is_file()
+    run = json.loads((exp / "run.json").read_text())
+    assert run["versions"]["ray"] and "espnet3.launch" in run["command"]
+    assert (exp / "valid.loss.ave_2best.pth").is_file() and (exp / "last.pth").is_file()
+    metrics = json.loads((exp / "evaluate" / "test" / "metrics.json").read_text())
+    assert set(metrics) == {"cer", "wer", "num_utterances"} and metrics["num_utterances"] == 12
+    assert len((exp / "evaluate" / "test" / "hyp.txt").read_text().splitlines()) == 12
+    result = json.loads((exp / "train_result.json").read_text())
+    assert result["metrics"]["step"] == 10 and result["metrics"]["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_worker_crash_resumes_from_last_checkpoint(tmp_path, ray_cluster, monkeypatch):
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv("ESPNET3_FAULT_INJECTION", f"1:7:{marker}")
+    exp = _tiny_run(tmp_path, "crash", "max_failures=1", "--stages", "train")
+    assert marker.exists()
+    result = json.loads((exp / "train_result.json").read_text())
+    assert result["metrics"]["step"] == 10 and result["metrics"]["epoch"] == 1
