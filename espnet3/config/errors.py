@@ -1,0 +1,30 @@
+"""The one exception type a bad train.yaml raises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A train.yaml problem found before any worker starts.
+
+    The message always names the key, the file and the fix, because the person reading it
+    is usually looking at a cluster log, not at the code that parsed the file.
+    """
+
+    def __init__(self, key: str, source: str | Path | None, problem: str, fix: str):
+        self.key = key
+        self.source = str(source) if source is not None else "<overrides>"
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{self.source}: `{key}`: {problem}. Fix: {fix}")
+
+    @classmethod
+    def from_omegaconf(
+        cls, exc: OmegaConfBaseException, source: str | Path | None, what: str, fix: str
+    ) -> ConfigError:
+        """Wrap an OmegaConf error, keeping the key it names and its short message."""
+        key = getattr(exc, "full_key", None) or "?"
+        return cls(str(key), source, f"{what} ({getattr(exc, 'msg', exc)})", fix)

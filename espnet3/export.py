@@ -1,0 +1,120 @@
+"""Hand trained models to ESPnet2's tools: ``config.yaml``, ``*.pth`` and checkpoint averages.
+
+ESPnet2's inference classes (``Speech2Text`` and friends) rebuild a model with
+``Task.build_model(Namespace(**yaml.safe_load(config.yaml)))`` and load a plain
+``state_dict`` into it, so that is exactly what is written here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from espnet3.utils.task_utils import task_model_args
+
+# The Lightning module keeps the ESPnet model as its attribute `model`.
+LIGHTNING_MODEL_PREFIX = "model."
+
+
+def write_espnet2_config(cfg: DictConfig, exp_dir: str | Path) -> Path:
+    """Write ``<exp_dir>/config.yaml`` in the form ESPnet2's inference tools read.
+
+    The task's full default config updated with the model block (token_list as a list),
+    plus the tokenizer settings ``Speech2Text`` takes from it. Only for task models: a
+    ``model._target_`` model has no ESPnet2 task to rebuild it.
+    """
+    task = cfg.get("task")
+    if not task:
+        raise ValueError(
+            "write_espnet2_config needs `task` in the train.yaml: a `model._target_` model "
+            "has no ESPnet2 task that could rebuild it from config.yaml."
+        )
+    args = task_model_args(task, cfg.model)
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    token_type = data.get("token_type")
+    if token_type is not None:
+        args["token_type"] = token_type
+        args["bpemodel"] = data.get("bpemodel") if token_type == "bpe" else None
+    args["seed"] = cfg.seed
+    path = Path(exp_dir) / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        yaml.safe_dump(_yaml_safe(args), f, sort_keys=False, allow_unicode=True)
+    return path
+
+
+def _yaml_safe(value: Any) -> Any:
+    # ESPnet2's defaults hold tuples and Paths that yaml.safe_dump refuses.
+    if isinstance(value, dict):
+        return {str(k): _yaml_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_yaml_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def save_model_pth(model: torch.nn.Module, path: str | Path) -> Path:
+    """Save the ESPnet model's ``state_dict`` (not the Lightning module's) to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def load_model_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The ESPnet model's ``state_dict`` from a Lightning ``.ckpt`` or a plain ``.pth``."""
+    loaded = torch.load(Path(path), map_location="cpu", weights_only=False)
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a state_dict or a Lightning checkpoint, got {type(loaded).__name__}")
+    if "state_dict" not in loaded:
+        return loaded
+    state = loaded["state_dict"]
+    model_state = {
+        k[len(LIGHTNING_MODEL_PREFIX):]: v
+        for k, v in state.items()
+        if k.startswith(LIGHTNING_MODEL_PREFIX)
+    }
+    if not model_state:
+        raise ValueError(
+            f"{path}: no `{LIGHTNING_MODEL_PREFIX}*` weights in the checkpoint's state_dict; "
+            "was it saved by espnet3's Lightning module?"
+        )
+    return model_state
+
+
+def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> Path:
+    """Average the model weights of several checkpoints into one ``.pth`` at ``out``.
+
+    Floating-point tensors are averaged (in float64, then cast back). Integer tensors such
+    as BatchNorm's ``num_batches_tracked`` are counters, not weights: the last checkpoint's
+    value is kept.
+    """
+    if not paths:
+        raise ValueError("average_checkpoints needs at least one checkpoint path")
+    states = [load_model_state(p) for p in paths]
+    keys = list(states[-1])
+    for path, state in zip(paths, states):
+        if set(state) != set(keys):
+            diff = sorted(set(state) ^ set(keys))[:5]
+            raise ValueError(
+                f"{path} holds different parameters from {paths[-1]} (e.g. {diff}); "
+                "only checkpoints of the same model can be averaged."
+            )
+    averaged: dict[str, torch.Tensor] = {}
+    for key in keys:
+        last = states[-1][key]
+        if not torch.is_floating_point(last):
+            averaged[key] = last.clone()
+            continue
+        total = sum(state[key].to(torch.float64) for state in states)
+        averaged[key] = (total / len(states)).to(last.dtype)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(averaged, out)
+    return out

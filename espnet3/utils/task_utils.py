@@ -1,0 +1,248 @@
+"""Build the model a train.yaml describes: an ESPnet2 task's model, or any class by ``_target_``.
+
+``get_espnet_model`` is the one entry point for ESPnet2 task models; the trainer, the
+export code and users all go through it so that a model block means the same thing
+everywhere (including in the ``config.yaml`` handed to ESPnet2's inference tools).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import difflib
+import functools
+import importlib
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from espnet3.systems.tasks import TASKS
+from espnet3.utils.espnet2_imports import import_espnet2
+from espnet3.utils.instantiate import instantiate
+
+# Applied by the Lightning module after the model is built; ESPnet2 tasks do not know it.
+FREEZE_PARAM_KEY = "freeze_param"
+
+
+def resolve_task(task: str | type) -> type:
+    """Turn a recipe name (``asr1``) or dotted class path into an ESPnet2 task class.
+
+    Raises:
+        ValueError: for an unknown name, or a task whose module cannot be imported here
+            (a newer espnet release or an optional dependency is missing).
+        TypeError: when the class is not an ESPnet2 task.
+    """
+    if isinstance(task, type):
+        return _check_task_class(task, task.__name__)
+    if not isinstance(task, str) or not task:
+        raise TypeError(f"`task` must be a recipe name or a dotted class path, got {task!r}")
+    if task in TASKS:
+        dotted = TASKS[task]
+    elif "." in task:
+        dotted = task
+    else:
+        close = difflib.get_close_matches(task, list(TASKS), n=1)
+        hint = f" (did you mean `{close[0]}`?)" if close else ""
+        raise ValueError(
+            f"`task: {task}` is not a known recipe name{hint}. Valid names: "
+            f"{', '.join(sorted(TASKS))}; or give a dotted class path such as "
+            "espnet2.tasks.asr.ASRTask."
+        )
+    module_name, _, class_name = dotted.rpartition(".")
+    try:
+        if module_name.split(".")[0] in ("espnet", "espnet2"):
+            module = import_espnet2(module_name)
+        else:
+            module = importlib.import_module(module_name)
+    except (ImportError, OSError, RuntimeError) as exc:
+        raise ValueError(
+            f"`task: {task}` needs {dotted}, but {module_name} cannot be imported here "
+            f"({type(exc).__name__}: {exc}). Install the espnet release or the optional "
+            "packages that provide it, or pick another task."
+        ) from None
+    if not hasattr(module, class_name):
+        raise ValueError(f"`task: {task}`: module {module_name} has no class {class_name}.")
+    return _check_task_class(getattr(module, class_name), task)
+
+
+def _check_task_class(cls: Any, task: str) -> type:
+    if not (isinstance(cls, type) and hasattr(cls, "get_default_config") and hasattr(cls, "build_model")):
+        raise TypeError(
+            f"`task: {task}` resolves to {cls!r}, which is not an ESPnet2 task "
+            "(a class with get_default_config and build_model)."
+        )
+    return cls
+
+
+@functools.lru_cache(maxsize=None)
+def _default_config(task_cls: type) -> dict[str, Any]:
+    # get_default_config parses sys.argv; pytest's or the launcher's flags would leak in.
+    with mock.patch.object(sys, "argv", [sys.argv[0] if sys.argv else "espnet3"]):
+        return task_cls.get_default_config()
+
+
+def default_config(task_cls: type) -> dict[str, Any]:
+    """The task's full ESPnet2 default config (a fresh copy)."""
+    return copy.deepcopy(_default_config(task_cls))
+
+
+@functools.lru_cache(maxsize=None)
+def _group_keys(task_cls: type, description: str) -> tuple[str, ...]:
+    with mock.patch.object(sys, "argv", ["espnet3"]):
+        parser = task_cls.get_parser()
+    choices = {c.name for c in task_cls.class_choices_list}
+    choices |= {f"{name}_conf" for name in choices}
+    keys = (
+        action.dest
+        for group in parser._action_groups
+        if group.description == description
+        for action in group._group_actions
+    )
+    return tuple(k for k in keys if k not in choices)
+
+
+def preprocess_keys(task_cls: type) -> tuple[str, ...]:
+    """The task's preprocessing options (token_type, cleaner, ...), without class choices."""
+    return _group_keys(task_cls, "Preprocess related")
+
+
+@functools.lru_cache(maxsize=None)
+def model_keys(task_cls: type) -> tuple[str, ...]:
+    """The options that define an ESPnet2 task's network: its task options and class choices.
+
+    ESPnet2 puts these in the argument groups each task adds itself; the rest of its
+    parser (trainer, batching, distributed) is espnet3's business, not the model's.
+    """
+    keys = list(_group_keys(task_cls, "Task related"))
+    for choices in task_cls.class_choices_list:
+        keys += [choices.name, f"{choices.name}_conf"]
+    known = set(_default_config(task_cls))
+    return tuple(dict.fromkeys(k for k in keys if k in known))
+
+
+def model_block_keys(task_cls: type) -> tuple[str, ...]:
+    """Every key a train.yaml model block may hold for this task."""
+    return model_keys(task_cls) + preprocess_keys(task_cls)
+
+
+def _to_plain(model_config: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    if isinstance(model_config, DictConfig):
+        return OmegaConf.to_container(model_config, resolve=True)
+    if isinstance(model_config, Mapping):
+        return copy.deepcopy(dict(model_config))
+    raise TypeError(f"the model block must be a mapping, got {type(model_config).__name__}")
+
+
+def _read_token_list(token_list: Any) -> list[str] | None:
+    if token_list is None or isinstance(token_list, list):
+        return token_list
+    if isinstance(token_list, (str, Path)):
+        path = Path(token_list)
+        if not path.is_file():
+            raise ValueError(
+                f"`model.token_list` is {str(token_list)!r}, which is not a file. Run the data "
+                "stage that writes `data.token_list`, or give the tokens as a YAML list."
+            )
+        with path.open(encoding="utf-8") as f:
+            tokens = [line.rstrip() for line in f]
+        while tokens and not tokens[-1]:
+            tokens.pop()
+        return tokens
+    raise TypeError(f"`model.token_list` must be a file path or a list, got {token_list!r}")
+
+
+def task_model_args(task: str | type, model_config: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    """The task's default config updated with the model block, as ``build_model`` reads it.
+
+    ESPnet2 spellings are normalised on the way: ``"none"`` means None, ``token_list`` may
+    be a file, and ``freeze_param`` is dropped (the Lightning module applies it).
+    """
+    task_cls = resolve_task(task)
+    block = _to_plain(model_config)
+    block.pop(FREEZE_PARAM_KEY, None)
+    valid = model_block_keys(task_cls)
+    for key in block:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" Did you mean `model.{close[0]}`?" if close else ""
+            raise ValueError(
+                f"`model.{key}` is not a model option of {task_cls.__module__}."
+                f"{task_cls.__name__}.{hint} Valid keys: {', '.join(valid)}."
+            )
+    for key, value in block.items():
+        if isinstance(value, str) and value.lower() == "none":
+            block[key] = None
+    if "token_list" in block:
+        block["token_list"] = _read_token_list(block["token_list"])
+
+    args = default_config(task_cls)
+    for choices in task_cls.class_choices_list:
+        name = choices.name
+        # The default `<name>_conf` holds the default class's kwargs; handing them to the
+        # class the user picked instead would fail with an unexpected-keyword error.
+        if name in block and block[name] != args.get(name) and f"{name}_conf" not in block:
+            block[f"{name}_conf"] = {}
+    args.update(block)
+    return args
+
+
+def get_espnet_model(task: str | type, model_config: Mapping[str, Any] | DictConfig) -> torch.nn.Module:
+    """Build an ESPnet2 task's model from a train.yaml model block.
+
+    Args:
+        task: recipe name (``asr1``) or dotted task class path
+            (``espnet2.tasks.asr.ASRTask``, ``espnet3.systems.asr.task.ASRTask``).
+        model_config: the ``model`` block; not modified.
+    """
+    task_cls = resolve_task(task)
+    args = task_model_args(task_cls, model_config)
+    return task_cls.build_model(argparse.Namespace(**args))
+
+
+def config_code_dir(config_path: str | Path) -> Path:
+    """The directory whose Python code a config may name (``src.my_model.MyModel``).
+
+    The launcher ships it to Ray workers (``runtime_env`` ``py_modules``/``working_dir``)
+    so the same ``_target_`` resolves there.
+    """
+    return Path(config_path).resolve().parent
+
+
+def make_importable(config_dir: str | Path) -> Path:
+    """Put ``config_dir`` first on ``sys.path`` (once) and return it as an absolute path."""
+    directory = Path(config_dir).resolve()
+    if str(directory) not in sys.path:
+        sys.path.insert(0, str(directory))
+    return directory
+
+
+def build_model(cfg: DictConfig, config_dir: str | Path | None = None) -> torch.nn.Module:
+    """Build the model of a loaded train.yaml: by ``task``, or by ``model._target_``.
+
+    Args:
+        cfg: a config from :func:`espnet3.config.load_config` (not modified).
+        config_dir: directory of the config file; made importable first so recipe-local
+            classes resolve. ``None`` leaves ``sys.path`` alone.
+    """
+    if config_dir is not None:
+        make_importable(config_dir)
+    if cfg.get("task"):
+        return get_espnet_model(cfg.task, cfg.model)
+    return instantiate_model(cfg.model)
+
+
+def instantiate_model(model_config: Mapping[str, Any] | DictConfig) -> torch.nn.Module:
+    """Build a ``model: {_target_: pkg.Class, ...}`` block (minus ``freeze_param``)."""
+    block = _to_plain(model_config)
+    if "_target_" not in block:
+        raise ValueError(
+            "Neither `task` nor `model._target_` is set; add `task: asr1` or "
+            "`model._target_: pkg.module.Class` to the train.yaml."
+        )
+    block.pop(FREEZE_PARAM_KEY, None)
+    return instantiate(block, _convert_="all")
