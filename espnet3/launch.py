@@ -98,19 +98,13 @@ def prepare_data(cfg: DictConfig) -> None:
     prepare_token_list(DataSpec.from_config(cfg.data))
 
 
-def _target_model(model_cfg: dict):
-    from espnet3.utils.instantiate import instantiate
-
-    return instantiate({k: v for k, v in model_cfg.items() if k != "freeze_param"}, _convert_="all")
-
-
 def stats_model_factory(cfg: DictConfig):
     """A picklable ``model_cfg -> model`` for collect_stats' Ray tasks."""
     import functools
 
-    from espnet3.utils.task_utils import get_espnet_model
+    from espnet3.utils.task_utils import get_espnet_model, instantiate_model
 
-    return functools.partial(get_espnet_model, str(cfg.task)) if cfg.get("task") else _target_model
+    return functools.partial(get_espnet_model, str(cfg.task)) if cfg.get("task") else instantiate_model
 
 
 def preflight(spec: LaunchSpec) -> DictConfig:
