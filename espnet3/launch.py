@@ -161,6 +161,9 @@ def run(spec: LaunchSpec, cfg: DictConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from espnet3.utils.quiet import silence_library_noise
+
+    silence_library_noise()
     spec = parse_args(argv)
     from espnet3.config.errors import ConfigError
 

@@ -21,14 +21,19 @@ def local_cpus(spec: LaunchSpec) -> int:
     return max(os.cpu_count() or 1, needed)
 
 
-def connect(spec: LaunchSpec, runtime_env: dict | None = None) -> None:
+# Ray Train turns print() in workers into log records, which its console handler and
+# the worker's stdout then both forward to the driver: every line would appear twice.
+WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+
+
+def connect(spec: LaunchSpec) -> None:
     import ray
 
     if ray.is_initialized():
         return
     address = spec.address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(
-        runtime_env=runtime_env,
+        runtime_env={"env_vars": WORKER_ENV},
         logging_level=logging.WARNING,
         log_to_driver=True,
         configure_logging=True,

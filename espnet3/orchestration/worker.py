@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from espnet3.utils.quiet import silence_library_noise
 from espnet3.orchestration.callbacks import CHECKPOINT_NAME, ConsoleProgress, FaultInjection, RayReportCallback
 
 # Trainer options espnet3 sets itself; a train.yaml that sets them would fight Ray.
@@ -37,6 +38,7 @@ def _loggers(cfg: dict, exp_dir: Path) -> list:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    silence_library_noise()
     import lightning as L
     import ray.train
     import torch

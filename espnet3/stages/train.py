@@ -42,7 +42,7 @@ class TrainOutcome:
 
 
 def build_torch_trainer(cfg: DictConfig, spec: LaunchSpec, config_dir: Path):
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from espnet3.orchestration.worker import train_loop_per_worker
@@ -68,6 +68,8 @@ def build_torch_trainer(cfg: DictConfig, spec: LaunchSpec, config_dir: Path):
             name=exp_dir.name,
             storage_path=str(exp_dir.parent),
             failure_config=FailureConfig(max_failures=int(cfg.max_failures)),
+            # Ray Train's per-report INFO lines would drown espnet3's progress lines.
+            logging_config=LoggingConfig(log_level="WARNING"),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=criterion.keep,
                 checkpoint_score_attribute=criterion.metric,
