@@ -90,3 +90,62 @@ def test_worker_crash_resumes_from_last_checkpoint(tmp_path, ray_cluster, monkey
     assert marker.exists()
     result = json.loads((exp / "train_result.json").read_text())
     assert result["metrics"]["step"] == 10 and result["metrics"]["epoch"] == 1
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_ray_job_submit_against_a_running_cluster(tmp_path):
+    """`ray start --head` on 127.0.0.1, then `ray job submit` of a tiny training, as a user would."""
+    import os
+
+    ray_bin = Path(sys.executable).parent / "ray"
+    gcs, dashboard, agent, agent_grpc, client, env_agent, metrics = _free_ports(7)
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    subprocess.run([str(ray_bin), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
+    workdir = tmp_path / "recipe"
+    workdir.mkdir()
+    (workdir / "train.yaml").write_text(TINY.read_text())
+    head = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+         f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent}",
+         f"--dashboard-agent-grpc-port={agent_grpc}", f"--ray-client-server-port={client}",
+         f"--runtime-env-agent-port={env_agent}", f"--metrics-export-port={metrics}",
+         "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        exp = tmp_path / "exp"
+        submit = [
+            str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", ".",
+            "--", sys.executable, "-m", "espnet3.launch", "--config", "train.yaml", "--num-gpus", "0",
+            f"exp_dir={exp}",
+        ]
+        deadline = time.monotonic() + 60
+        while True:  # the dashboard's job API comes up a few seconds after the GCS
+            proc = subprocess.run(submit, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+            if proc.returncode == 0 or time.monotonic() > deadline or "succeeded" in proc.stdout:
+                break
+            if "Connection refused" not in proc.stdout + proc.stderr and "Failed to connect" not in proc.stdout + proc.stderr:
+                break
+            time.sleep(2)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "succeeded" in proc.stdout
+        token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+        assert token not in proc.stdout + proc.stderr
+        assert (exp / "valid.loss.ave_2best.pth").is_file()
+        assert json.loads((exp / "evaluate" / "test" / "metrics.json").read_text())["num_utterances"] == 12
+    finally:
+        head.terminate()
+        head.wait(timeout=60)
