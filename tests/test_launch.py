@@ -68,9 +68,10 @@ def _tiny_run(tmp_path: Path, name: str, *extra: str) -> Path:
 
 @pytest.mark.slow
 def test_tiny_training_end_to_end_with_two_workers(tmp_path, ray_cluster):
-    exp = _tiny_run(tmp_path, "e2e")
+    exp = _tiny_run(tmp_path, "e2e", "logging.wandb={project:espnet3-test,mode:offline}")
     assert len(list(exp.glob("checkpoint_*/checkpoint.ckpt"))) == 2
     assert list((exp / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((exp / "wandb").glob("offline-run-*"))
     assert (exp / "train.yaml").is_file() and (exp / "config.yaml").is_file()
     run = json.loads((exp / "run.json").read_text())
     assert run["versions"]["ray"] and "espnet3.launch" in run["command"]

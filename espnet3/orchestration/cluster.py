@@ -5,19 +5,20 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 
 from espnet3.orchestration.launch_spec import LaunchSpec
 
 
-def local_cpus(spec: LaunchSpec) -> int:
-    """Logical CPUs for a local cluster.
+def local_cpus(spec: LaunchSpec, concurrent_runs: int = 1) -> int:
+    """Logical CPUs for a local cluster running ``concurrent_runs`` runs of ``spec`` at once.
 
-    Train V2's controller and the driver need a CPU besides the workers; with
-    ``num_cpus`` equal to the physical cores a 2-core machine never schedules two
-    1-CPU workers and Ray retries forever. Logical oversubscription is harmless:
-    workers still run one torch thread per reserved CPU.
+    Train V2's controller and the driver (or a Tune trial) need a CPU besides the
+    workers; with ``num_cpus`` equal to the physical cores a 2-core machine never
+    schedules two 1-CPU workers and Ray retries forever. Logical oversubscription is
+    harmless: workers still run one torch thread per reserved CPU.
     """
-    needed = math.ceil(spec.world_size * spec.cpus_per_worker) + 1
+    needed = math.ceil(concurrent_runs * (spec.world_size * spec.cpus_per_worker + 1))
     return max(os.cpu_count() or 1, needed)
 
 
@@ -26,7 +27,7 @@ def local_cpus(spec: LaunchSpec) -> int:
 WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 
 
-def connect(spec: LaunchSpec) -> None:
+def connect(spec: LaunchSpec, concurrent_runs: int = 1) -> None:
     import ray
 
     if ray.is_initialized():
@@ -41,4 +42,28 @@ def connect(spec: LaunchSpec) -> None:
     if address:
         ray.init(address=address, **kwargs)
         return
-    ray.init(num_cpus=local_cpus(spec), **kwargs)
+    if running_local_cluster() is not None:
+        print("[espnet3] joining the Ray cluster already running on this machine", flush=True)
+        ray.init(address="auto", **kwargs)
+        return
+    # "local" always starts a new cluster: a bare ray.init() would try to join the
+    # cluster named in /tmp/ray/ray_current_cluster even when that one is long dead.
+    ray.init(address="local", num_cpus=local_cpus(spec, concurrent_runs), **kwargs)
+
+
+def running_local_cluster() -> str | None:
+    """The address of a live cluster started with `ray start` on this machine, if any."""
+    try:
+        from ray._private.services import find_bootstrap_address
+
+        address = find_bootstrap_address(None)
+    except Exception:  # noqa: BLE001 - private Ray API; absence means "none found"
+        return None
+    if not address or ":" not in address:
+        return None
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1.0):
+            return address
+    except (OSError, ValueError):
+        return None
