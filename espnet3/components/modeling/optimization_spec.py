@@ -65,6 +65,20 @@ def _require_target(block: Any, key: str) -> dict:
     return dict(block)
 
 
+def _named_block(cfg: Any, key: str, allowed: Sequence[str], required: Sequence[str]) -> dict:
+    """One ``optimizers.<name>`` / ``schedulers.<name>`` entry as a checked plain dict."""
+    cfg = _to_container(cfg)
+    if not isinstance(cfg, Mapping):
+        raise ValueError(f"`{key}` must be a mapping with {', '.join(f'`{r}`' for r in required)}; got {cfg!r}.")
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:
+        raise ValueError(f"Unknown key(s) {unknown} in `{key}`; valid keys: {list(allowed)}.")
+    for name in required:
+        if name not in cfg:
+            raise ValueError(f"`{key}.{name}` is required.")
+    return dict(cfg)
+
+
 def _positive_int(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"`{key}` must be a positive integer; got {value!r}.")
@@ -124,17 +138,8 @@ class OptimizerSpec:
 
     @classmethod
     def from_config(cls, name: str, cfg: Any) -> OptimizerSpec:
-        cfg = _to_container(cfg)
-        key = f"optimizers.{name}"
-        if not isinstance(cfg, Mapping):
-            raise ValueError(f"`{key}` must be a mapping with `optimizer` and `params`; got {cfg!r}.")
-        unknown = sorted(set(cfg) - set(OPTIMIZER_SPEC_KEYS))
-        if unknown:
-            raise ValueError(f"Unknown key(s) {unknown} in `{key}`; valid keys: {list(OPTIMIZER_SPEC_KEYS)}.")
-        for required in ("optimizer", "params"):
-            if required not in cfg:
-                raise ValueError(f"`{key}.{required}` is required.")
-        return cls(name=name, **cfg)
+        block = _named_block(cfg, f"optimizers.{name}", OPTIMIZER_SPEC_KEYS, required=("optimizer", "params"))
+        return cls(name=name, **block)
 
 
 @dataclass
@@ -157,16 +162,8 @@ class SchedulerSpec:
 
     @classmethod
     def from_config(cls, name: str, cfg: Any) -> SchedulerSpec:
-        cfg = _to_container(cfg)
-        key = f"schedulers.{name}"
-        if not isinstance(cfg, Mapping):
-            raise ValueError(f"`{key}` must be a mapping with a `scheduler` block; got {cfg!r}.")
-        unknown = sorted(set(cfg) - set(SCHEDULER_SPEC_KEYS))
-        if unknown:
-            raise ValueError(f"Unknown key(s) {unknown} in `{key}`; valid keys: {list(SCHEDULER_SPEC_KEYS)}.")
-        if "scheduler" not in cfg:
-            raise ValueError(f"`{key}.scheduler` is required.")
-        return cls(name=name, **cfg)
+        block = _named_block(cfg, f"schedulers.{name}", SCHEDULER_SPEC_KEYS, required=("scheduler",))
+        return cls(name=name, **block)
 
 
 @dataclass
