@@ -67,8 +67,11 @@ def _tiny_run(tmp_path: Path, name: str, *extra: str) -> Path:
 
 
 @pytest.mark.slow
-def test_tiny_training_end_to_end_with_two_workers(tmp_path, ray_cluster):
-    exp = _tiny_run(tmp_path, "e2e", "logging.wandb={project:espnet3-test,mode:offline}")
+def test_tiny_training_end_to_end_with_two_workers_and_resume(tmp_path, ray_cluster):
+    wandb = "logging.wandb={project:espnet3-test,mode:offline}"
+    exp = _tiny_run(tmp_path, "e2e", wandb, "trainer.max_epochs=1", "--stages", "train")
+    assert json.loads((exp / "train_result.json").read_text())["metrics"]["step"] == 5
+    exp = _tiny_run(tmp_path, "e2e", wandb, "--resume")
     assert len(list(exp.glob("checkpoint_*/checkpoint.ckpt"))) == 2
     assert list((exp / "tensorboard").glob("events.out.tfevents.*"))
     assert list((exp / "wandb").glob("offline-run-*"))
