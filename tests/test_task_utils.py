@@ -169,3 +169,15 @@ def test_target_model_from_the_recipe_directory_is_importable(tmp_path, monkeypa
     model = build_model(cfg, config_code_dir(path))
     assert isinstance(model, torch.nn.Module) and model.net.in_features == 3
     assert sys.path[0] == str(tmp_path.resolve())
+
+
+def test_recipe_code_names_the_package_a_target_model_lives_in(tmp_path):
+    from omegaconf import OmegaConf
+
+    from espnet3.utils.task_utils import recipe_code
+
+    (tmp_path / "src").mkdir()
+    target = OmegaConf.create({"task": None, "model": {"_target_": "src.my_model.MyModel"}})
+    assert recipe_code(target, tmp_path) == [tmp_path / "src"]
+    assert recipe_code(OmegaConf.create({"task": None, "model": {"_target_": "torch.nn.Linear"}}), tmp_path) == []
+    assert recipe_code(OmegaConf.create({"task": "asr1", "model": {}}), tmp_path) == []

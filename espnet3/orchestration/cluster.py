@@ -6,6 +6,8 @@ import logging
 import math
 import os
 import socket
+from collections.abc import Sequence
+from pathlib import Path
 
 from espnet3.orchestration.launch_spec import LaunchSpec
 
@@ -27,14 +29,22 @@ def local_cpus(spec: LaunchSpec, concurrent_runs: int = 1) -> int:
 WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 
 
-def connect(spec: LaunchSpec, concurrent_runs: int = 1) -> None:
+def connect(spec: LaunchSpec, concurrent_runs: int = 1, recipe_code: Sequence[Path] = ()) -> None:
+    """Join ``--address``/``RAY_ADDRESS``, a live local cluster, or start one.
+
+    ``recipe_code`` (a recipe's ``src/`` package) travels to the workers of a remote
+    cluster through the runtime environment; local workers import it in place.
+    """
     import ray
 
     if ray.is_initialized():
         return
     address = spec.address or os.environ.get("RAY_ADDRESS")
+    runtime_env: dict = {"env_vars": WORKER_ENV}
+    if spec.address and recipe_code:
+        runtime_env["py_modules"] = [str(path) for path in recipe_code]
     kwargs = dict(
-        runtime_env={"env_vars": WORKER_ENV},
+        runtime_env=runtime_env,
         logging_level=logging.WARNING,
         log_to_driver=True,
         configure_logging=True,

@@ -213,6 +213,15 @@ def config_code_dir(config_path: str | Path) -> Path:
     return Path(config_path).resolve().parent
 
 
+def recipe_code(cfg: DictConfig, config_dir: str | Path) -> list[Path]:
+    """The recipe-local package a ``model._target_`` names (``src`` for ``src.my_model.M``), if any."""
+    target = (cfg.get("model") or {}).get("_target_") if not cfg.get("task") else None
+    if not target:
+        return []
+    top = Path(config_dir) / str(target).split(".")[0]
+    return [top] if top.is_dir() else []
+
+
 def make_importable(config_dir: str | Path) -> Path:
     """Put ``config_dir`` first on ``sys.path`` (once) and return it as an absolute path."""
     directory = Path(config_dir).resolve()
