@@ -14,6 +14,14 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, log_to_driver=False, configure_logging=False)
+        from espnet3.orchestration.cluster import LOCAL_SYSTEM_CONFIG
+
+        ray.init(
+            address="local",
+            num_cpus=4,
+            log_to_driver=False,
+            configure_logging=False,
+            _system_config=LOCAL_SYSTEM_CONFIG,
+        )
     yield ray
     ray.shutdown()
