@@ -1,0 +1,564 @@
+"""Run every benchmark comparison side by side and write the table.
+
+    python -m benchmarks.run [--quick | --size tiny|quick|full] [--only NAME ...] [--upstream-python PATH]
+
+Each comparison starts fresh processes for its sides and alternates them (A, B, A, B, ...) so that
+background load hits both alike; the table holds medians over the repetitions and their ratios.
+Results go to ``benchmarks/results/latest.md`` and ``latest.json`` (one key per comparison).
+See benchmarks/README.md for what each number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.fixture import REPO
+
+COMPARISONS = ("throughput", "nan_consensus", "first_step", "scaling", "batching", "sweep", "upstream")
+RESULTS_DIR = REPO / "benchmarks" / "results"
+# Ray's temp dir, separate from /tmp/ray: ray.init() without an address joins "the running local
+# cluster" it finds there, which on a shared machine may be somebody else's.
+RAY_TMPDIR = "/tmp/e3bench"
+
+
+@dataclass(frozen=True)
+class Size:
+    model: str
+    num_train: int
+    batch_bins: int
+    warmup: int  # steps excluded from throughput
+    measure: int  # steps measured
+    reps: int  # alternations per comparison
+    batching_batches: int
+    collective_calls: int
+    sweep_samples: int
+
+
+SIZES = {
+    "tiny": Size("tiny", 40, 200_000, 1, 3, 1, 3, 20, 2),
+    "quick": Size("conformer", 300, 480_000, 2, 8, 2, 6, 100, 8),
+    "full": Size("conformer", 1000, 480_000, 5, 40, 3, 20, 300, 8),
+}
+
+
+def bench_env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", RAY_TMPDIR=RAY_TMPDIR)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def run_logged(cmd: list[str], log: Path, env: dict | None = None, cwd: Path = REPO, timeout: float = 1800) -> tuple[int, float]:
+    """Run ``cmd`` with output to ``log``; return (exit code, wall-clock start)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        start = time.time()
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env or bench_env(), cwd=cwd, timeout=timeout)
+    return proc.returncode, start
+
+
+def load_ranks(out_dir: Path) -> list[dict]:
+    ranks = [json.loads(p.read_text()) for p in sorted(out_dir.glob("rank*.json"))]
+    if not ranks:
+        raise RuntimeError(f"no rank*.json in {out_dir}: the run failed (see the .log beside it)")
+    return sorted(ranks, key=lambda r: r["rank"])
+
+
+def throughput(ranks: list[dict], warmup: int) -> float:
+    """Utterances per second over all ranks, from the end of step ``warmup`` to the last step's end."""
+    steps0 = ranks[0]["steps"]
+    if len(steps0) <= warmup:
+        raise RuntimeError(f"only {len(steps0)} steps recorded; need more than the {warmup} warm-up steps")
+    elapsed = steps0[-1]["end"] - steps0[warmup - 1]["end"] if warmup else steps0[-1]["end"] - steps0[0]["start"]
+    utts = sum(s["utts"] for r in ranks for s in r["steps"][warmup:])
+    return utts / elapsed
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+class Bench:
+    def __init__(self, size: Size, work: Path, data: Path, upstream_python: str | None):
+        from benchmarks.fixture import load_bench_config, make_fixture
+
+        self.size, self.work, self.upstream_python = size, work, upstream_python
+        self.fixture = make_fixture(work, data, size.model, size.num_train, size.batch_bins)
+        self.cfg = load_bench_config(self.fixture.config, [f"exp_dir={work / 'unused'}"])
+        self.runs = 0
+        self._plans: dict[tuple[int, int], Path] = {}
+        self._cache: dict[tuple, dict] = {}
+
+    def run_dir(self, tag: str) -> Path:
+        self.runs += 1
+        path = self.work / "runs" / f"{self.runs:03d}_{tag}"
+        shutil.rmtree(path, ignore_errors=True)
+        return path
+
+    def plan(self, world_size: int, steps: int) -> Path:
+        from benchmarks.plan import make_plan
+
+        key = (world_size, steps)
+        if key not in self._plans:
+            self._plans[key] = make_plan(self.cfg, world_size, steps, self.work / f"plan_{world_size}x{steps}.json")
+        return self._plans[key]
+
+    # ------------------------------------------------------------------ sides
+    def espnet3(self, workers: int, consensus: str = "on", steps: int | None = None, address: str | None = None) -> dict:
+        steps = steps or self.size.warmup + self.size.measure
+        run = self.run_dir(f"espnet3_{workers}w_{consensus}")
+        cmd = [sys.executable, "-m", "benchmarks.espnet3_side", "--config", str(self.fixture.config),
+               "--exp-dir", str(run / "exp"), "--out", str(run / "out"), "--num-workers", str(workers),
+               "--max-steps", str(steps), "--consensus", consensus,
+               "--collective-calls", str(self.size.collective_calls if consensus != "on" else 0)]
+        env = bench_env()
+        if address:
+            cmd += ["--address", address]
+            env["RAY_AUTH_MODE"] = "token"  # `ray start` clusters use token auth; clients must opt in
+        t0 = time.time()
+        code, _ = run_logged([*cmd, "--t0", str(t0)], run / "run.log", env=env)
+        if code:
+            raise RuntimeError(f"espnet3 run failed with exit code {code}; see {run / 'run.log'}")
+        return {"ranks": load_ranks(run / "out"), "driver": json.loads((run / "out" / "driver.json").read_text())}
+
+    def plain(self, devices: int, steps: int | None = None, python: str | None = None, module: str = "plain") -> dict:
+        steps = steps or self.size.warmup + self.size.measure
+        run = self.run_dir(f"{module}_ddp_{devices}")
+        plan = self.plan(devices, steps)
+        cwd, env = REPO, bench_env()
+        if python:  # another environment: make only benchmarks/ importable, never this repo's espnet3
+            cwd = run / "src"
+            (cwd / "benchmarks").mkdir(parents=True)
+            for name in ("__init__.py", "probes.py", "plain_ddp.py"):
+                shutil.copy(REPO / "benchmarks" / name, cwd / "benchmarks" / name)
+            env["PYTHONPATH"] = str(cwd)
+        cmd = [python or sys.executable, "-m", "benchmarks.plain_ddp", "--plan", str(plan), "--out", str(run / "out"),
+               "--devices", str(devices), "--module", module, "--t0", str(time.time())]
+        code, _ = run_logged(cmd, run / "run.log", env=env, cwd=cwd)
+        if code:
+            raise RuntimeError(f"plain DDP run failed with exit code {code}; see {run / 'run.log'}")
+        return {"ranks": load_ranks(run / "out")}
+
+    def launch_first_step(self, address: str | None = None) -> dict:
+        """``python -m espnet3.launch`` for one step; the first step's time is its first TensorBoard event."""
+        run = self.run_dir("launch" + ("_cluster" if address else "_local"))
+        cmd = [sys.executable, "-m", "espnet3.launch", "--config", str(self.fixture.config), "--num-gpus", "0",
+               *(["--address", address] if address else []),
+               f"exp_dir={run / 'exp'}", "trainer.max_steps=1", "trainer.limit_val_batches=1",
+               "report_every_n_steps=1", "trainer.log_every_n_steps=1",
+               "--stages", "train"]  # last: --stages takes every word after it
+        env = dict(bench_env(), **({"RAY_AUTH_MODE": "token"} if address else {}))
+        code, start = run_logged(cmd, run / "run.log", env=env)
+        end = time.time()
+        first = first_event_time(run / "exp" / "tensorboard")
+        if first is None:
+            raise RuntimeError(f"espnet3.launch logged no training step (exit code {code}); see {run / 'run.log'}")
+        return {"first_step_s": first - start, "process_s": end - start, "exit_code": code}
+
+
+def first_event_time(tb_dir: Path) -> float | None:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    times = []
+    for path in glob.glob(str(tb_dir / "**" / "events.out.tfevents.*"), recursive=True):
+        for event in EventFileLoader(path).Load():
+            if any(v.tag.startswith("train/") for v in event.summary.value):
+                times.append(event.wall_time)
+    return min(times) if times else None
+
+
+def breakdown(record: dict) -> dict[str, float]:
+    """Seconds per phase from process start to the end of the first step."""
+    m = {**record.get("driver", {}).get("marks", {}), **record["ranks"][0]["marks"]}
+    phases = [
+        ("driver imports", "process_start", "driver_imports_done"),
+        ("config + data check", "driver_imports_done", "preflight_done"),
+        ("ray.init", "preflight_done", "ray_init_done"),
+        ("driver model build (check)", "ray_init_done", "driver_model_built"),
+        ("TorchTrainer build", "driver_model_built", "fit_called"),
+        ("worker group start", "fit_called", "worker_enter"),
+        ("worker imports", "worker_enter", "worker_imports_done"),
+        ("imports", "process_start", "imports_done"),
+        ("model build", "model_build_start", "model_build_end"),
+        ("loaders + Trainer", "model_build_end", "trainer_init"),
+        ("fit setup (DDP, other ranks)", "trainer_init", "train_start"),
+        ("first step", "train_start", "first_step_end"),
+    ]
+    out = {name: m[b] - m[a] for name, a, b in phases if a in m and b in m}
+    out["total"] = m["first_step_end"] - m["process_start"]
+    return {k: round(v, 2) for k, v in out.items()}
+
+
+# ---------------------------------------------------------------- comparisons
+def compare_throughput(b: Bench) -> dict:
+    e3, pl, single = [], [], []
+    rss1, rss2, records = [], [], []
+    for _ in range(b.size.reps):
+        record = b.espnet3(2)
+        records.append(record)
+        e3.append(throughput(record["ranks"], b.size.warmup))
+        rss2 += [r["peak_rss_mb"] for r in record["ranks"]]
+        pl.append(throughput(b.plain(2)["ranks"], b.size.warmup))
+        one = b.espnet3(1)
+        single.append(throughput(one["ranks"], b.size.warmup))
+        rss1 += [r["peak_rss_mb"] for r in one["ranks"]]
+    b._cache["espnet3_2w"] = {"utt_per_s": e3, "records": records}
+    b._cache["scaling"] = {"one": single, "two": e3, "rss1": rss1, "rss2": rss2}
+    return {
+        "espnet3_utt_per_s": median(e3),
+        "lightning_ddp_utt_per_s": median(pl),
+        "ratio": ratio(median(e3), median(pl)),
+        "goal": ">= 0.98",
+        "met": bool(ratio(median(e3), median(pl)) >= 0.98),
+        "runs": {"espnet3": e3, "lightning_ddp": pl},
+    }
+
+
+def compare_scaling(b: Bench) -> dict:
+    if "scaling" not in b._cache:
+        compare_throughput(b)
+    s = b._cache["scaling"]
+    return {
+        "utt_per_s_1_worker": median(s["one"]),
+        "utt_per_s_2_workers": median(s["two"]),
+        "ratio": ratio(median(s["two"]), median(s["one"])),
+        "ideal": 2.0,
+        "peak_rss_mb_per_worker_1w": max(s["rss1"]),
+        "peak_rss_mb_per_worker_2w": max(s["rss2"]),
+        "runs": {"1_worker": s["one"], "2_workers": s["two"]},
+    }
+
+
+def consensus_costs(ranks: list[dict], warmup: int) -> dict[bool, list[float]]:
+    """Rank 0's step time per padded sample of the step's largest batch, by consensus on/off."""
+    costs: dict[bool, list[float]] = {True: [], False: []}
+    for i, step in enumerate(ranks[0]["steps"]):
+        if i < warmup:
+            continue
+        padded = max(r["steps"][i]["padded"] for r in ranks)
+        costs[bool(step["consensus"])].append((step["end"] - step["start"]) / padded)
+    return costs
+
+
+def compare_nan_consensus(b: Bench) -> dict:
+    on, off, collective, step_ms = [], [], [], []
+    steps = b.size.warmup + 2 * b.size.measure
+    for _ in range(b.size.reps):
+        ranks = b.espnet3(2, consensus="alternate", steps=steps)["ranks"]
+        costs = consensus_costs(ranks, b.size.warmup)
+        on.append(median(costs[True]))
+        off.append(median(costs[False]))
+        collective.append(ranks[0].get("collective_us"))
+        step_ms.append(1e3 * median([s["end"] - s["start"] for s in ranks[0]["steps"][b.size.warmup:]]))
+    us = median(collective)
+    return {
+        "step_time_on_us_per_ksample": 1e3 * 1e6 * median(on),
+        "step_time_off_us_per_ksample": 1e3 * 1e6 * median(off),
+        "ratio": ratio(median(on), median(off)),
+        "collective_us": us,
+        "median_step_ms": median(step_ms),
+        "ratio_from_collective": 1 + us / (1e3 * median(step_ms)) if us is not None else None,
+        "goal": "<= 1.01",
+        "met": bool(ratio(median(on), median(off)) <= 1.01),
+        "runs": {"on": on, "off": off, "collective_us": collective},
+    }
+
+
+class RayHead:
+    """``ray start --head --block`` in a subprocess; terminating it stops the cluster it started."""
+
+    def __init__(self, log: Path):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        ray_bin = str(Path(sys.executable).parent / "ray")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log, "w")
+        self.proc = subprocess.Popen(
+            [ray_bin, "start", "--head", "--port", str(self.port), "--num-cpus", "4", "--block",
+             "--include-dashboard", "false", "--disable-usage-stats"],
+            stdout=self._log, stderr=subprocess.STDOUT, env=bench_env(), start_new_session=True)
+
+    def wait(self, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ray start exited with {self.proc.returncode}; see {self._log.name}")
+            if "Ray runtime started" in Path(self._log.name).read_text():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"ray start did not come up in {timeout} s; see {self._log.name}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._log.close()
+
+
+def compare_first_step(b: Bench) -> dict:
+    local, plain, cluster, plain_breakdowns = [], [], [], []
+    for _ in range(b.size.reps):
+        local.append(b.launch_first_step())
+        record = b.plain(2, steps=1)
+        plain.append(record["ranks"][0]["marks"]["first_step_end"] - record["ranks"][0]["marks"]["process_start"])
+        plain_breakdowns.append(breakdown(record))
+    head = RayHead(b.work / "runs" / "ray_head.log")
+    try:
+        head.wait()
+        cluster_breakdown = breakdown(b.espnet3(2, steps=1, address=head.address))
+        for _ in range(b.size.reps):
+            cluster.append(b.launch_first_step(head.address))
+            record = b.plain(2, steps=1)
+            plain.append(record["ranks"][0]["marks"]["first_step_end"] - record["ranks"][0]["marks"]["process_start"])
+    finally:
+        head.stop()
+    local_breakdown = breakdown(b._cache["espnet3_2w"]["records"][0]) if "espnet3_2w" in b._cache else breakdown(b.espnet3(2, steps=1))
+    e3_local = median([r["first_step_s"] for r in local])
+    e3_cluster = median([r["first_step_s"] for r in cluster])
+    p = median(plain)
+    return {
+        "espnet3_local_s": e3_local,
+        "espnet3_cluster_s": e3_cluster,
+        "lightning_ddp_s": p,
+        "ratio_local": ratio(e3_local, p),
+        "ratio_cluster": ratio(e3_cluster, p),
+        "goal": "ratio_cluster <= 2.0",
+        "met": bool(ratio(e3_cluster, p) <= 2.0),
+        "breakdown_espnet3_local": local_breakdown,
+        "breakdown_espnet3_cluster": cluster_breakdown,
+        "breakdown_lightning_ddp": plain_breakdowns[0],
+        "runs": {"espnet3_local": local, "espnet3_cluster": cluster, "lightning_ddp": plain},
+    }
+
+
+def compare_batching(b: Bench) -> dict:
+    results = []
+    for _ in range(b.size.reps):
+        run = b.run_dir("batching")
+        cmd = [sys.executable, "-m", "benchmarks.batch_speed", "--config", str(b.fixture.config),
+               "--batches", str(b.size.batching_batches), "--out", str(run / "result.json")]
+        code, _ = run_logged(cmd, run / "run.log")
+        if code:
+            raise RuntimeError(f"batching run failed with exit code {code}; see {run / 'run.log'}")
+        results.append(json.loads((run / "result.json").read_text()))
+    first = results[0]
+    sorted_rate = median([r["utt_per_s_sorted"] for r in results])
+    random_rate = median([r["utt_per_s_random"] for r in results])
+    return {
+        "padded_fraction_sorted": first["padded_fraction_sorted"],
+        "padded_fraction_random": first["padded_fraction_random"],
+        "utt_per_s_sorted": sorted_rate,
+        "utt_per_s_random": random_rate,
+        "ratio": ratio(sorted_rate, random_rate),
+        "batches_measured": first["batches_measured"],
+        "runs": results,
+    }
+
+
+def compare_sweep(b: Bench) -> dict:
+    help_text = subprocess.run([sys.executable, "-m", "espnet3.launch", "--help"], capture_output=True, text=True,
+                               env=bench_env(), cwd=REPO).stdout
+    base = REPO / "configs" / "sweep_tiny.yaml"
+    if "--sweep" not in help_text or not base.is_file():
+        return {"skipped": "`python -m espnet3.launch --sweep` or configs/sweep_tiny.yaml is not available yet"}
+    from omegaconf import OmegaConf
+
+    out = {}
+    for label, scheduler in (("asha", "keep"), ("no_scheduler", "none")):
+        sweep = OmegaConf.load(base)
+        sweep.base = str((base.parent / str(sweep.base)).resolve())
+        sweep.num_samples = b.size.sweep_samples
+        run = b.run_dir(f"sweep_{label}")
+        sweep.name = f"bench_{label}"
+        sweep.output_dir = str(run / "sweep")
+        if scheduler == "none":
+            sweep.scheduler = "none"
+        path = run / "sweep.yaml"
+        run.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(sweep, path)
+        try:
+            # A hung sweep (trials waiting forever for a worker group) must not hang the benchmark.
+            code, start = run_logged([sys.executable, "-m", "espnet3.launch", "--sweep", str(path), "--num-gpus", "0"],
+                                     run / "run.log", timeout=120 * b.size.sweep_samples)
+        except subprocess.TimeoutExpired:
+            return {"skipped": f"{label} sweep did not finish in {120 * b.size.sweep_samples} s; see {run / 'run.log'}"}
+        wall = time.time() - start
+        if code:
+            return {"skipped": f"sweep run failed (exit code {code}); see {run / 'run.log'}"}
+        out[label] = {"wall_s": wall, **sweep_stats(run / "sweep", str(sweep.metric), str(sweep.mode),
+                                                    int(sweep.get("workers_per_trial", 1)))}
+    a, n = out["asha"], out["no_scheduler"]
+    return {**out, "worker_s_ratio": ratio(a["worker_s"], n["worker_s"]),
+            "best_metric_asha": a["best"], "best_metric_no_scheduler": n["best"]}
+
+
+def sweep_stats(output_dir: Path, metric: str, mode: str, workers: int) -> dict:
+    """Worker-seconds (each trial's Tune ``time_total_s`` times its workers) and the best metric."""
+    worker_s, best, trials = 0.0, None, 0
+    for path in glob.glob(str(output_dir / "**" / "result.json"), recursive=True):
+        lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        if not lines:
+            continue
+        trials += 1
+        worker_s += max(r.get("time_total_s", 0.0) for r in lines) * workers
+        values = [r[metric] for r in lines if isinstance(r.get(metric), (int, float))]
+        if values:
+            candidate = min(values) if mode == "min" else max(values)
+            best = candidate if best is None or (candidate < best if mode == "min" else candidate > best) else best
+    return {"worker_s": worker_s, "best": best, "trials": trials}
+
+
+def compare_upstream(b: Bench) -> dict:
+    python = b.upstream_python
+    if not python:
+        return {"skipped": "no --upstream-python given (needs an environment with espnet >= 202609 on Python 3.12)"}
+    probe = subprocess.run([python, "-c", "import espnet, sys; print(espnet.__version__, sys.version.split()[0])"],
+                           capture_output=True, text=True, cwd="/")
+    if probe.returncode:
+        return {"skipped": f"{python} cannot import espnet: {probe.stderr.strip().splitlines()[-1:]}"}
+    upstream, plain = [], []
+    for _ in range(b.size.reps):
+        upstream.append(throughput(b.plain(2, python=python, module="upstream")["ranks"], b.size.warmup))
+        plain.append(throughput(b.plain(2)["ranks"], b.size.warmup))
+    e3 = median(b._cache["espnet3_2w"]["utt_per_s"]) if "espnet3_2w" in b._cache else None
+    return {
+        "upstream_version": probe.stdout.strip(),
+        "upstream_utt_per_s": median(upstream),
+        "lightning_ddp_utt_per_s": median(plain),
+        "ratio_upstream_vs_plain": ratio(median(upstream), median(plain)),
+        "ratio_espnet3_vs_upstream": ratio(e3, median(upstream)),
+        "runs": {"upstream": upstream, "lightning_ddp": plain},
+    }
+
+
+RUNNERS = {
+    "throughput": compare_throughput,
+    "nan_consensus": compare_nan_consensus,
+    "first_step": compare_first_step,
+    "scaling": compare_scaling,
+    "batching": compare_batching,
+    "sweep": compare_sweep,
+    "upstream": compare_upstream,
+}
+
+
+# ---------------------------------------------------------------- reporting
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+ROWS = {
+    "throughput": [("espnet3 (Ray Train, 2 workers) utt/s", "espnet3_utt_per_s"),
+                   ("Lightning DDP (2 processes) utt/s", "lightning_ddp_utt_per_s"),
+                   ("ratio espnet3 / Lightning (goal >= 0.98)", "ratio"), ("goal met", "met")],
+    "nan_consensus": [("step time, consensus on (us per 1k padded samples)", "step_time_on_us_per_ksample"),
+                      ("step time, consensus off (us per 1k padded samples)", "step_time_off_us_per_ksample"),
+                      ("ratio on / off (goal <= 1.01)", "ratio"), ("one consensus all_reduce (us)", "collective_us"),
+                      ("median step (ms)", "median_step_ms"), ("ratio implied by the all_reduce", "ratio_from_collective"),
+                      ("goal met", "met")],
+    "first_step": [("espnet3.launch, new local Ray (s)", "espnet3_local_s"),
+                   ("espnet3.launch, running cluster (s)", "espnet3_cluster_s"),
+                   ("Lightning DDP script (s)", "lightning_ddp_s"), ("ratio local", "ratio_local"),
+                   ("ratio running cluster (goal <= 2.0)", "ratio_cluster"), ("goal met", "met")],
+    "scaling": [("1 worker utt/s", "utt_per_s_1_worker"), ("2 workers utt/s", "utt_per_s_2_workers"),
+                ("ratio (ideal 2.0)", "ratio"), ("peak RSS per worker, 1 worker (MB)", "peak_rss_mb_per_worker_1w"),
+                ("peak RSS per worker, 2 workers (MB)", "peak_rss_mb_per_worker_2w")],
+    "batching": [("padded-frame fraction, numel-sorted", "padded_fraction_sorted"),
+                 ("padded-frame fraction, random", "padded_fraction_random"),
+                 ("utt/s, numel-sorted", "utt_per_s_sorted"), ("utt/s, random", "utt_per_s_random"),
+                 ("ratio sorted / random", "ratio")],
+    "sweep": [("worker-seconds ratio ASHA / none", "worker_s_ratio"), ("best metric, ASHA", "best_metric_asha"),
+              ("best metric, no scheduler", "best_metric_no_scheduler")],
+    "upstream": [("upstream ESPnet3 module utt/s", "upstream_utt_per_s"),
+                 ("plain module utt/s", "lightning_ddp_utt_per_s"),
+                 ("ratio upstream / plain", "ratio_upstream_vs_plain"),
+                 ("ratio espnet3 / upstream", "ratio_espnet3_vs_upstream")],
+}
+
+
+def format_markdown(results: dict, header: str) -> str:
+    lines = [f"# espnet3 benchmarks\n\n{header}\n", "| comparison | measure | value |", "|---|---|---|"]
+    for name, result in results.items():
+        if "skipped" in result or "error" in result:
+            lines.append(f"| {name} | skipped | {result.get('skipped') or result.get('error')} |")
+            continue
+        for label, key in ROWS[name]:
+            lines.append(f"| {name} | {label} | {_fmt(result.get(key))} |")
+        if name == "first_step":
+            for part in ("breakdown_espnet3_local", "breakdown_espnet3_cluster", "breakdown_lightning_ddp"):
+                shown = ", ".join(f"{k} {v:.1f}" for k, v in result[part].items())
+                lines.append(f"| {name} | {part.replace('breakdown_', 'breakdown (s), ')} | {shown} |")
+        if name == "sweep":
+            for label in ("asha", "no_scheduler"):
+                r = result[label]
+                lines.append(f"| sweep | {label}: worker-s / wall s / trials / best | "
+                             f"{r['worker_s']:.1f} / {r['wall_s']:.1f} / {r['trials']} / {_fmt(r['best'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="same as --size quick")
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--only", nargs="+", choices=COMPARISONS, default=None)
+    parser.add_argument("--upstream-python", default=None, help="python of an environment with espnet >= 202609")
+    parser.add_argument("--work-dir", type=Path, default=REPO / "exp" / "bench")
+    parser.add_argument("--data-dir", type=Path, default=None, help="default: data/bench_digits (tiny: work dir)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    size_name = "quick" if args.quick else args.size
+    size = SIZES[size_name]
+    work = args.work_dir.resolve() / size_name
+    data = args.data_dir or (work / "data" if size_name == "tiny" else REPO / "data" / f"bench_digits_{size.num_train}")
+    bench = Bench(size, work, data, args.upstream_python)
+    results: dict[str, dict] = {}
+    started = time.time()
+    for name in args.only or COMPARISONS:
+        print(f"[bench] {name} ...", flush=True)
+        begin = time.time()
+        try:
+            results[name] = RUNNERS[name](bench)
+        except Exception as exc:  # one failing comparison must not lose the others' numbers
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        results[name]["seconds"] = round(time.time() - begin, 1)
+        print(f"[bench] {name}: {json.dumps({k: v for k, v in results[name].items() if k != 'runs'}, default=str)[:400]}", flush=True)
+    header = (f"size `{size_name}` ({size.model}, {size.num_train} train utterances, batch_bins {size.batch_bins}, "
+              f"{size.warmup} warm-up + {size.measure} measured steps, {size.reps} alternations, 1 thread per worker); "
+              f"{time.strftime('%Y-%m-%d %H:%M')}, {time.time() - started:.0f} s")
+    table = format_markdown(results, header)
+    print(table)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / "latest.md").write_text(table)
+    (args.results_dir / "latest.json").write_text(json.dumps({"size": size_name, **results}, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
