@@ -13,7 +13,8 @@ class LaunchSpec:
     """How to run a train.yaml on Ray.
 
     Attributes:
-        config: the train.yaml path.
+        config: the train.yaml path (``None`` for a sweep).
+        sweep: the sweep file (docs/sweep_yaml.md) instead of a single train.yaml.
         num_gpus: N > 0 runs N workers with one GPU each (nccl); 0 runs CPU workers (gloo).
         num_workers: CPU workers when ``num_gpus == 0``.
         cpus_per_worker: CPUs reserved (and torch threads used) per worker.
@@ -25,7 +26,8 @@ class LaunchSpec:
         overrides: ``a.b=value`` / ``+a.b=value`` config overrides.
     """
 
-    config: Path
+    config: Path | None = None
+    sweep: Path | None = None
     num_gpus: int = 0
     num_workers: int = 2
     cpus_per_worker: float = 1.0
@@ -36,6 +38,8 @@ class LaunchSpec:
     overrides: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if (self.config is None) == (self.sweep is None):
+            raise ValueError("give exactly one of --config (a train.yaml) or --sweep (a sweep file).")
         if self.num_gpus < 0:
             raise ValueError(f"--num-gpus must be >= 0; got {self.num_gpus}.")
         if self.num_workers < 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,9 @@ class TrainOutcome:
     metrics: dict
 
 
-def build_torch_trainer(cfg: DictConfig, spec: LaunchSpec, config_dir: Path):
+def build_torch_trainer(cfg: DictConfig, spec: LaunchSpec, config_dir: Path, callbacks: Sequence = ()):
+    """The Ray Train run of ``cfg``; ``callbacks`` (Ray ``UserCallback``s) let a Tune trial
+    forward its reports to Tune."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -75,6 +78,7 @@ def build_torch_trainer(cfg: DictConfig, spec: LaunchSpec, config_dir: Path):
                 checkpoint_score_attribute=criterion.metric,
                 checkpoint_score_order=criterion.mode,
             ),
+            callbacks=list(callbacks),
         ),
     )
 

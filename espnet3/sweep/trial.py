@@ -1,0 +1,66 @@
+"""One Tune trial: the base config with the sampled values, fitted as a Ray Train run.
+
+``Tuner(TorchTrainer)`` does not work with Train V2, so each trial is a function that
+fits its own ``TorchTrainer`` and forwards rank 0's reports to Tune.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from espnet3.orchestration.launch_spec import LaunchSpec
+from espnet3.sweep.space import Dimension, apply_params
+
+# CPUs the trial function reserves besides its workers. It only waits on its Train
+# controller (which reserves none), and a whole CPU per trial would stop two 1-worker
+# trials from sharing a 2-core machine.
+TRIAL_CPUS = 0.25
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """What every trial needs, shipped to the trial actors (so it is plain data).
+
+    Attributes:
+        base: the shared base config as a container, interpolations unresolved.
+        space: the searched keys.
+        source: the sweep file, for error messages.
+        trials_dir: each trial's Ray Train run is ``trials_dir/<trial id>``.
+        launch: workers, CPUs and GPUs of one trial's Ray Train run.
+        config_dir: where a ``_target_`` model's code is imported from.
+    """
+
+    base: dict
+    space: tuple[Dimension, ...]
+    source: Path
+    trials_dir: Path
+    launch: LaunchSpec
+    config_dir: Path
+
+    def trial_config(self, params: dict[str, Any], trial_id: str) -> DictConfig:
+        return apply_params(
+            OmegaConf.create(self.base), self.space, params, self.source,
+            name=trial_id, exp_dir=str(self.trials_dir / trial_id),
+        )
+
+
+def run_trial(params: dict[str, Any], plan: TrialPlan) -> None:
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from espnet3.config.save import save_config
+    from espnet3.stages.train import build_torch_trainer
+
+    # The Train run is named after the trial, so a restored sweep resumes the same run.
+    cfg = plan.trial_config(params, ray.tune.get_context().get_trial_id())
+    save_config(cfg, Path(cfg.exp_dir) / "train.yaml")
+    build_torch_trainer(cfg, plan.launch, plan.config_dir, callbacks=[TuneReportCallback()]).fit()
+
+
+def trial_dirname(trial) -> str:
+    """Tune's trial directory is the trial id (not its long parameter string)."""
+    return trial.trial_id
