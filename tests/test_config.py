@@ -224,3 +224,11 @@ def test_save_config_resolves_a_copy_and_redacts_secrets(tmp_path, monkeypatch):
     # The caller's config keeps its interpolations: later stages may still override exp_dir.
     assert OmegaConf.is_interpolation(cfg, "stats_dir")
     assert OmegaConf.is_interpolation(cfg.model, "token_list")
+
+
+def test_a_saved_config_loads_back(tmp_path):
+    original = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny_asr.yaml", [f"exp_dir={tmp_path}/exp"])
+    saved = save_config(original, tmp_path / "train.yaml")
+    again = load_config(saved)
+    assert again.optimizers is None and again.model.encoder == "transformer"
+    assert again.exp_dir == f"{tmp_path}/exp"

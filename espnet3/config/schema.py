@@ -118,6 +118,7 @@ FIELDS: tuple[FieldSpec, ...] = (
 # Top-level blocks that must be mappings before merging: OmegaConf cannot merge a
 # scalar over a mapping and would otherwise fail with its own, less helpful error.
 MAPPING_BLOCKS = tuple(f.key for f in FIELDS if "." not in f.key and f.kind == "mapping")
+NULLABLE_BLOCKS = tuple(f.key for f in FIELDS if f.key in MAPPING_BLOCKS and f.nullable)
 
 
 def check_top_level_keys(
@@ -136,6 +137,8 @@ def check_block_shapes(user: Mapping[str, Any], source: str | Path | None) -> No
     """Make sure blocks that get merged with the defaults are mappings in the user's file."""
     for key in MAPPING_BLOCKS:
         if key in user and not isinstance(user[key], Mapping):
+            if user[key] is None and key in NULLABLE_BLOCKS:
+                continue
             raise ConfigError(
                 key,
                 source,
