@@ -121,6 +121,10 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
     workdir = tmp_path / "recipe"
     workdir.mkdir()
     (workdir / "train.yaml").write_text(TINY.read_text())
+    # `ray start` records its address in /tmp/ray/ray_current_cluster, which Ray's State
+    # API (used by Train's placement-group cleaner) trusts; put the session cluster's back.
+    pointer = Path("/tmp/ray/ray_current_cluster")
+    saved_pointer = pointer.read_text() if pointer.exists() else None
     head = subprocess.Popen(
         [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
          f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent}",
@@ -153,3 +157,7 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
     finally:
         head.terminate()
         head.wait(timeout=60)
+        if saved_pointer is None:
+            pointer.unlink(missing_ok=True)
+        else:
+            pointer.write_text(saved_pointer)
