@@ -14,7 +14,9 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        from espnet3.orchestration.cluster import LOCAL_SYSTEM_CONFIG
+        from espnet3.orchestration.cluster import LOCAL_SYSTEM_CONFIG, running_local_cluster
+
+        running_local_cluster()  # drops a dead cluster's pointer file
 
         ray.init(
             address="local",

@@ -161,3 +161,15 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
             pointer.unlink(missing_ok=True)
         else:
             pointer.write_text(saved_pointer)
+
+
+def test_a_dead_clusters_pointer_file_is_removed_and_not_joined(tmp_path, monkeypatch):
+    import ray._private.utils
+
+    from espnet3.orchestration.cluster import running_local_cluster
+
+    pointer = tmp_path / "ray_current_cluster"
+    pointer.write_text("10.9.9.9:1234")
+    monkeypatch.setattr(ray._private.utils, "get_ray_address_file", lambda temp_dir=None: str(pointer))
+    assert running_local_cluster() is None
+    assert not pointer.exists()

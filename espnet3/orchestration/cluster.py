@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,18 +72,26 @@ def connect(spec: LaunchSpec, concurrent_runs: int = 1, recipe_code: Sequence[Pa
 
 
 def running_local_cluster() -> str | None:
-    """The address of a live cluster started with `ray start` on this machine, if any."""
-    try:
-        from ray._private.services import find_bootstrap_address
+    """The address of a live cluster started with `ray start` on this machine, if any.
 
-        address = find_bootstrap_address(None)
+    A cluster that died without `ray stop` leaves its address in Ray's pointer file.
+    Ray's State API trusts that file, and Train's placement-group cleaner uses the
+    State API: with a stale pointer it fails, placement groups of stopped Tune trials
+    leak, and the next trial waits forever. So a dead pointer is removed, as
+    `ray stop` would.
+    """
+    try:
+        from ray._private.services import find_gcs_addresses
+        from ray._private.utils import get_ray_address_file, read_ray_address
+
+        address = read_ray_address(None)
+        if not address:
+            return None
+        # Liveness from the process table: a TCP connect proves nothing where a proxy
+        # accepts every connection.
+        if address in find_gcs_addresses():
+            return address
     except Exception:  # noqa: BLE001 - private Ray API; absence means "none found"
         return None
-    if not address or ":" not in address:
-        return None
-    host, port = address.rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=1.0):
-            return address
-    except (OSError, ValueError):
-        return None
+    Path(get_ray_address_file(None)).unlink(missing_ok=True)
+    return None
