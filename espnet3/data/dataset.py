@@ -60,4 +60,6 @@ class SpeechTextDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[str, dict[str, np.ndarray]]:
         speech, _ = soundfile.read(self.wav[index], dtype="float32")
-        return self.utt_ids[index], {"speech": speech, "text": self.text[index]}
+        # A dataset shipped to Ray tasks holds read-only arrays (zero-copy from the object
+        # store), which torch.from_numpy in the collate function warns about.
+        return self.utt_ids[index], {"speech": speech, "text": self.text[index].copy()}
