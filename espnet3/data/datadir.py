@@ -9,7 +9,7 @@ the whole worker group.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,17 +21,25 @@ TOKEN_TYPES = ("char", "bpe")
 _DATA_KEYS = ("train", "valid", "test", "token_type", "nbpe", "bpemodel", "token_list", "digits")
 
 
-def plain_mapping(section: Any, where: str) -> dict[str, Any]:
+def plain_mapping(section: Any, where: str, allowed: Sequence[str] | None = None) -> dict[str, Any]:
     """A config section (OmegaConf node or mapping) as a plain, resolved ``dict``.
 
     Specs are parsed from plain dicts so they pickle into Ray workers without OmegaConf and so
-    ``${...}`` interpolations are resolved once, on the driver.
+    ``${...}`` interpolations are resolved once, on the driver. With ``allowed``, unknown keys
+    raise ``ValueError`` naming them.
     """
     if isinstance(section, DictConfig):
-        return OmegaConf.to_container(section, resolve=True)
-    if not isinstance(section, Mapping):
+        raw = OmegaConf.to_container(section, resolve=True)
+    elif isinstance(section, Mapping):
+        raw = dict(section)
+    else:
         raise ValueError(f"`{where}` must be a mapping, got {type(section).__name__}: {section!r}")
-    return dict(section)
+    unknown = sorted(set(raw) - set(allowed)) if allowed is not None else []
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) in `{where}`: {', '.join(unknown)}; valid keys are {', '.join(allowed)}"
+        )
+    return raw
 
 
 @dataclass(frozen=True)
@@ -81,12 +89,7 @@ class DataSpec:
     @classmethod
     def from_config(cls, section: Any) -> DataSpec:
         """Parse ``cfg.data``; unknown or missing keys raise ``ValueError`` naming the key."""
-        raw = plain_mapping(section, "data")
-        unknown = sorted(set(raw) - set(_DATA_KEYS))
-        if unknown:
-            raise ValueError(
-                f"unknown key(s) in `data`: {', '.join(unknown)}; valid keys are {', '.join(_DATA_KEYS)}"
-            )
+        raw = plain_mapping(section, "data", _DATA_KEYS)
         for key in ("train", "valid", "token_list"):
             if raw.get(key) in (None, "", "???"):
                 raise ValueError(f"`data.{key}` is required (a path); see docs/train_yaml.md")
