@@ -127,7 +127,6 @@ def build_tuner(sweep: SweepSpec, plan: TrialPlan, resume: bool):
 
 
 def report(grid, sweep: SweepSpec) -> int:
-    from espnet3.config.loader import load_defaults
     from espnet3.launch import absolutize
     from espnet3.config.save import save_config
     from espnet3.sweep.results import format_table, plot_metric, trial_rows, write_csv
@@ -145,12 +144,7 @@ def report(grid, sweep: SweepSpec) -> int:
     best = (min if sweep.mode == "min" else max)(scored, key=lambda r: r.best)
     name = f"{sweep.name}_best"
     cfg = apply_params(sweep.base, sweep.space, best.params, sweep.source, name=name, exp_dir=f"exp/{name}")
-    # load_config rejects `optimizers: null` and the like; leaving out a null that is
-    # also the default keeps best.yaml loadable and means the same.
     absolutize(cfg)  # best.yaml is resolved: relative paths would break in Ray workers
-    defaults = load_defaults()
-    for key in [k for k, v in cfg.items() if v is None and defaults.get(k, 0) is None]:
-        del cfg[key]
     best_file = save_config(cfg, out / "best.yaml")
     print(f"[espnet3] best trial {best.trial_id}: {sweep.metric} {best.best:.4f}; train it with "
           f"python -m espnet3.launch --config {best_file}", flush=True)
