@@ -29,18 +29,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.batching import main as padding_main
     from benchmarks.fixture import load_bench_config
-    from espnet3.data.datadir import DataSpec
-    from espnet3.data.loader import build_dataset, collate_fn
-    from espnet3.data.sampler import make_batches, padding_fraction
+    from espnet3.data.sampler import padding_fraction
+    from espnet3.orchestration.preparation import prepare_data
     from espnet3.utils.task_utils import build_model
 
     torch.set_num_threads(1)
     cfg = load_bench_config(args.config, ["exp_dir=/tmp/unused"])
     bins = int(cfg.dataloader.batch_bins)
     padding = padding_main([str(cfg.data.train), "--batch-bins", str(bins)])
-    dataset = build_dataset(DataSpec.from_config(cfg.data), "train")
-    sorted_batches = make_batches(dataset.lengths, "numel", batch_bins=bins)
-    order = np.random.default_rng(0).permutation(len(dataset)).tolist()
+    plan = prepare_data(cfg, ["train"])
+    dataset = plan.dataset("train")
+    sorted_batches = plan.batches("train")
+    shapes = plan.shapes("train")
+    samples = {line.split()[0]: int(line.split()[1]) for line in shapes.files[0].read_text().splitlines()}
+    utts = list(samples)
+    order = [utts[i] for i in np.random.default_rng(0).permutation(len(utts))]
     random_batches, start = [], 0
     for batch in sorted_batches:
         random_batches.append(order[start : start + len(batch)])
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(cfg)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg.optimizer.lr))
-    collate = collate_fn()
+    collate = plan.preprocess.collate_fn(train=True)
     totals = {"sorted": [0.0, 0], "random": [0.0, 0]}
     lists = {"sorted": sorted_batches, "random": random_batches}
     for step, index in enumerate(chosen):
@@ -68,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
             if step > 0:  # the first pair warms up allocators and kernels
                 totals[kind][0] += elapsed
                 totals[kind][1] += len(batch[0])
-    samples = dataset.num_samples
     result = {
         "padded_fraction_sorted": padding["sorted"],
         "padded_fraction_random": padding["random"],

@@ -12,8 +12,14 @@ import argparse
 
 import numpy as np
 
-from espnet3.data.datadir import read_datadir
-from espnet3.data.sampler import make_batches, padding_fraction
+import tempfile
+from pathlib import Path
+
+import soundfile
+
+from espnet3.data.checks import read_table
+from espnet3.data.loader import LoaderSpec
+from espnet3.data.sampler import espnet2_batches, padding_fraction
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -25,19 +31,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    datadir = read_datadir(args.datadir)
-    utts = datadir.utt_ids
-    samples = [datadir.num_samples[u] for u in utts]
+    wavs, _ = read_table(Path(args.datadir) / "wav.scp", "'<utt> <wav>'", allow_empty_value=False)
+    texts, _ = read_table(Path(args.datadir) / "text", "'<utt> <text>'", allow_empty_value=True)
+    utts = list(wavs)
+    samples = {u: soundfile.info(wavs[u]).frames for u in utts}
     # Characters stand in for tokens: no token list is needed to measure padding.
-    lengths = [(n, len(datadir.text[u])) for n, u in zip(samples, utts)]
-    sorted_batches = make_batches(lengths, "numel", batch_bins=args.batch_bins)
+    with tempfile.TemporaryDirectory() as tmp:
+        speech, text = Path(tmp) / "speech_shape", Path(tmp) / "text_shape"
+        speech.write_text("".join(f"{u} {samples[u]}\n" for u in utts))
+        text.write_text("".join(f"{u} {max(1, len(texts[u]))}\n" for u in utts))
+        sorted_batches = espnet2_batches(LoaderSpec(batch_bins=args.batch_bins), [speech, text])
 
-    order = np.random.default_rng(args.seed).permutation(len(utts)).tolist()
+    order = [utts[i] for i in np.random.default_rng(args.seed).permutation(len(utts))]
     random_batches, start = [], 0
     for batch in sorted_batches:
         random_batches.append(order[start : start + len(batch)])
         start += len(batch)
-
     sorted_pad = padding_fraction(sorted_batches, samples)
     random_pad = padding_fraction(random_batches, samples)
     print(f"{args.datadir}: {len(utts)} utterances, {len(sorted_batches)} batches, "

@@ -33,9 +33,8 @@ def make_fixture(
     A constant-rate scheduler and no gradient clipping, so the plain side's forward/loss/Adam does the same
     arithmetic; validation is off (``limit_val_batches: 0``) except where a run overrides it.
     """
-    from espnet3.data.datadir import DataSpec
     from espnet3.data.digits import generate_corpus
-    from espnet3.data.tokenizer import prepare_token_list
+    from espnet3.orchestration.preparation import prepare_data
 
     if model not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}; got {model!r}")
@@ -70,14 +69,14 @@ def make_fixture(
     work_dir.mkdir(parents=True, exist_ok=True)
     path = work_dir / f"bench_{model}.yaml"
     OmegaConf.save(cfg, path)
-    prepare_token_list(DataSpec.from_config(OmegaConf.create({**OmegaConf.to_container(cfg.data), "test": {}})))
+    prepare_data(load_bench_config(path, [f"exp_dir={work_dir / 'unused'}"]), ["train"])  # token list, shapes
     return Fixture(data_dir=data_dir, config=path, batch_bins=batch_bins)
 
 
 def load_bench_config(config: Path, overrides: list[str] | None = None):
     """The benchmark train.yaml as espnet3 itself loads it (defaults, overrides, validation)."""
     from espnet3.config.loader import load_config
-    from espnet3.launch import absolutize
+    from espnet3.orchestration.preparation import absolutize
 
     cfg = load_config(config, overrides or [])
     absolutize(cfg)

@@ -13,38 +13,31 @@ from typing import Any
 
 import torch
 import yaml
-from omegaconf import DictConfig, OmegaConf
-
-from espnet3.utils.task_utils import task_model_args
+from espnet3.data.preprocess import PreprocessSpec
+from espnet3.utils.atomic import atomic_save, atomic_write
 
 # The Lightning module keeps the ESPnet model as its attribute `model`.
 LIGHTNING_MODEL_PREFIX = "model."
 
 
-def write_espnet2_config(cfg: DictConfig, exp_dir: str | Path) -> Path:
+def write_espnet2_config(preprocess: PreprocessSpec, exp_dir: str | Path, seed: int) -> Path:
     """Write ``<exp_dir>/config.yaml`` in the form ESPnet2's inference tools read.
 
-    The task's full default config updated with the model block (token_list as a list),
-    plus the tokenizer settings ``Speech2Text`` takes from it. Only for task models: a
-    ``model._target_`` model has no ESPnet2 task to rebuild it.
+    The run's ESPnet2 args: the task's defaults updated with the model and preprocessor
+    blocks and the token settings (token lists as lists), exactly what the model and the
+    preprocessor were built from. Only for task models: a ``model._target_`` model has no
+    ESPnet2 task to rebuild it.
     """
-    task = cfg.get("task")
-    if not task:
+    if preprocess.task is None:
         raise ValueError(
             "write_espnet2_config needs `task` in the train.yaml: a `model._target_` model "
             "has no ESPnet2 task that could rebuild it from config.yaml."
         )
-    args = task_model_args(task, cfg.model)
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    token_type = data.get("token_type")
-    if token_type is not None:
-        args["token_type"] = token_type
-        args["bpemodel"] = data.get("bpemodel") if token_type == "bpe" else None
-    args["seed"] = cfg.seed
+    args = {**preprocess.args, "seed": seed}
+    if args.get("token_type") != "bpe" and "bpemodel" in args:
+        args["bpemodel"] = None
     path = Path(exp_dir) / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        yaml.safe_dump(_yaml_safe(args), f, sort_keys=False, allow_unicode=True)
+    atomic_write(path, yaml.safe_dump(_yaml_safe(args), sort_keys=False, allow_unicode=True))
     return path
 
 
@@ -61,10 +54,7 @@ def _yaml_safe(value: Any) -> Any:
 
 def save_model_pth(model: torch.nn.Module, path: str | Path) -> Path:
     """Save the ESPnet model's ``state_dict`` (not the Lightning module's) to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    return path
+    return atomic_save(path, lambda tmp: torch.save(model.state_dict(), tmp))
 
 
 def load_model_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -114,7 +104,4 @@ def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> Path:
             continue
         total = sum(state[key].to(torch.float64) for state in states)
         averaged[key] = (total / len(states)).to(last.dtype)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(averaged, out)
-    return out
+    return atomic_save(out, lambda tmp: torch.save(averaged, tmp))

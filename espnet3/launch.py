@@ -51,33 +51,6 @@ def parse_args(argv: list[str] | None = None) -> LaunchSpec:
         parser.error(str(exc))
 
 
-def default_stages(cfg: DictConfig) -> list[str]:
-    stages = []
-    if cfg.get("task") and str(cfg.model.get("normalize")) == "global_mvn":
-        stages.append("collect_stats")
-    stages.append("train")
-    if cfg.data.get("test"):
-        stages.append("evaluate")
-    return stages
-
-
-PATH_KEYS = ("exp_dir", "stats_dir", "data.train", "data.valid", "data.token_list", "data.bpemodel")
-
-
-def absolutize(cfg: DictConfig) -> None:
-    """Make path keys absolute: Ray workers do not run in the launcher's directory."""
-    for key in PATH_KEYS:
-        node = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
-        raw = OmegaConf.to_container(cfg, resolve=False)
-        for part in key.split("."):
-            raw = raw.get(part) if isinstance(raw, dict) else None
-        if node is None or (isinstance(raw, str) and raw.startswith("${")):
-            continue  # `${exp_dir}/stats` follows the key it starts from
-        OmegaConf.update(cfg, key, str(Path(node).resolve()))
-    for split, directory in (cfg.data.get("test") or {}).items():
-        cfg.data.test[split] = str(Path(directory).resolve())
-
-
 def check_run_dir(cfg: DictConfig, spec: LaunchSpec) -> None:
     from espnet3.orchestration.provenance import RUN_FILE
 
@@ -89,29 +62,9 @@ def check_run_dir(cfg: DictConfig, spec: LaunchSpec) -> None:
         )
 
 
-def prepare_data(cfg: DictConfig) -> None:
-    from espnet3.data.datadir import DataSpec
-    from espnet3.data.tokenizer import prepare_token_list
-
-    if cfg.data.get("digits"):
-        from espnet3.data.digits import generate_corpus
-
-        root = Path(cfg.data.train).parent
-        generate_corpus(root, **OmegaConf.to_container(cfg.data.digits, resolve=True))
-    prepare_token_list(DataSpec.from_config(cfg.data))
-
-
-def stats_model_factory(cfg: DictConfig):
-    """A picklable ``model_cfg -> model`` for collect_stats' Ray tasks."""
-    import functools
-
-    from espnet3.utils.task_utils import get_espnet_model, instantiate_model
-
-    return functools.partial(get_espnet_model, str(cfg.task)) if cfg.get("task") else instantiate_model
-
-
 def preflight(spec: LaunchSpec) -> DictConfig:
     from espnet3.config.loader import load_config
+    from espnet3.orchestration.preparation import absolutize, default_stages
 
     cfg = load_config(spec.config, spec.overrides)
     absolutize(cfg)
@@ -122,6 +75,7 @@ def preflight(spec: LaunchSpec) -> DictConfig:
 
 def run(spec: LaunchSpec, cfg: DictConfig) -> int:
     from espnet3.config.loader import save_config
+    from espnet3.orchestration.preparation import prepare_data, splits_for, stats_model_factory
     from espnet3.utils.task_utils import build_model, config_code_dir, recipe_code
 
     config_dir = config_code_dir(spec.config)
@@ -135,7 +89,11 @@ def run(spec: LaunchSpec, cfg: DictConfig) -> int:
         return 0
 
     exp_dir = Path(cfg.exp_dir)
-    prepare_data(cfg)
+    plan = prepare_data(cfg, spec.stages)
+    splits = splits_for(cfg, spec.stages)
+    # Small splits are measured here, before Ray starts, so that an item that cannot be
+    # loaded is reported like any other data error; large ones below, as Ray tasks.
+    plan.prepare_shapes(splits, parallel=False, defer_large=True)
     from concurrent.futures import ThreadPoolExecutor
 
     from espnet3.orchestration.cluster import connect
@@ -146,10 +104,11 @@ def run(spec: LaunchSpec, cfg: DictConfig) -> int:
         # adding its ~6 s (mostly espnet2 imports) to the time to first step.
         check = None if "collect_stats" in spec.stages else pool.submit(build_model, cfg, config_dir)
         connect(spec, recipe_code=recipe_code(cfg, config_dir))
+        plan.prepare_shapes(splits, parallel=True)
         if "collect_stats" in spec.stages:
             from espnet3.stages.collect_stats import collect_stats
 
-            stats_dir = collect_stats(stats_model_factory(cfg), cfg)
+            stats_dir = collect_stats(stats_model_factory(cfg), cfg.model, plan)
             print(f"[espnet3] feature statistics -> {stats_dir}", flush=True)
             check = pool.submit(build_model, cfg, config_dir)  # needs the statistics
         check.result()
@@ -162,11 +121,11 @@ def run(spec: LaunchSpec, cfg: DictConfig) -> int:
         from espnet3.orchestration.provenance import write_run_file
 
         write_run_file(exp_dir, spec)
-        model_file = run_train(cfg, spec, config_dir).averaged_model
+        model_file = run_train(cfg, spec, config_dir, plan).averaged_model
     if "evaluate" in spec.stages:
         if not model_file.exists():
             raise FileNotFoundError(f"No trained model at {model_file}; run the train stage first.")
-        print(format_table(evaluate(cfg, config_dir, model_file), model_file), flush=True)
+        print(format_table(evaluate(cfg, config_dir, model_file, plan), model_file), flush=True)
     print(f"[espnet3] results in {exp_dir} (tensorboard --logdir {exp_dir / 'tensorboard'})", flush=True)
     return 0
 
@@ -177,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     silence_library_noise()
     spec = parse_args(argv)
     from espnet3.config.errors import ConfigError
+    from espnet3.data.errors import DataError
 
     if spec.sweep is not None:
         from espnet3.sweep import runner
@@ -185,11 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         check, execute = preflight, run
     try:
-        plan = check(spec)
-    except (ConfigError, FileExistsError, FileNotFoundError) as exc:
+        return execute(spec, check(spec))
+    except (ConfigError, DataError, FileExistsError, FileNotFoundError) as exc:
         print(f"espnet3.launch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return execute(spec, plan)
 
 
 if __name__ == "__main__":

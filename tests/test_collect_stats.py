@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from data_utils import make_digits_dirs, train_config
-from espnet3.data.loader import build_dataloader
+from espnet3.data.plan import build_data_plan
 from espnet3.stages.collect_stats import collect_stats
 from espnet3.utils.espnet2_imports import import_espnet2
 
@@ -50,7 +50,13 @@ def cfg(tmp_path_factory):
         "decoder": None,
         "model_conf": {"ctc_weight": 1.0},
     }
+    cfg["task"] = "asr1"
     return cfg
+
+
+@pytest.fixture(scope="module")
+def plan(cfg):
+    return build_data_plan(cfg)
 
 
 def _load(path):
@@ -59,9 +65,8 @@ def _load(path):
 
 
 @pytest.fixture(scope="module")
-def serial_stats(cfg, tmp_path_factory):
-    serial_cfg = {**cfg, "stats_dir": str(tmp_path_factory.mktemp("serial"))}
-    out = collect_stats(tiny_asr_model, serial_cfg, num_shards=1)
+def serial_stats(cfg, plan, tmp_path_factory):
+    out = collect_stats(tiny_asr_model, cfg["model"], plan.with_stats_dir(tmp_path_factory.mktemp("serial")), num_shards=1)
     return out
 
 
@@ -83,9 +88,9 @@ def test_writes_espnet2_stats_files_and_leaves_config_untouched(cfg, serial_stat
     assert cfg["model"]["normalize"] == "global_mvn" and "normalize_conf" in cfg["model"]
 
 
-def test_sharded_ray_run_equals_single_process_run(cfg, serial_stats, ray_cluster, tmp_path, capsys):
+def test_sharded_ray_run_equals_single_process_run(cfg, plan, serial_stats, ray_cluster, tmp_path, capsys):
     before = copy.deepcopy(cfg)
-    out = collect_stats(tiny_asr_model, {**cfg, "stats_dir": str(tmp_path)}, num_shards=2)
+    out = collect_stats(tiny_asr_model, cfg["model"], plan.with_stats_dir(tmp_path), num_shards=2)
     assert "collect_stats [train]: 2/2 shards, 24/24 utterances" in capsys.readouterr().out
     for split in ("train", "valid"):
         a, b = _load(out / split / "feats_stats.npz"), _load(serial_stats / split / "feats_stats.npz")
@@ -96,11 +101,11 @@ def test_sharded_ray_run_equals_single_process_run(cfg, serial_stats, ray_cluste
     assert cfg == before
 
 
-def test_global_mvn_from_written_stats_matches_numpy_over_all_frames(cfg, serial_stats):
+def test_global_mvn_from_written_stats_matches_numpy_over_all_frames(cfg, plan, serial_stats):
     model = tiny_asr_model({**cfg["model"], "normalize": None, "normalize_conf": {}}).eval()
     frames = []
     with torch.no_grad():
-        for _, batch in build_dataloader(cfg, "train"):
+        for _, batch in plan.with_stats_dir(serial_stats).dataloader("train"):
             out = model.collect_feats(**batch)
             frames += [f[:n].double().numpy() for f, n in zip(out["feats"], out["feats_lengths"])]
     frames = np.concatenate(frames)
@@ -115,6 +120,6 @@ def test_global_mvn_from_written_stats_matches_numpy_over_all_frames(cfg, serial
 
 
 @pytest.mark.parametrize("num_shards", [1, 2])
-def test_model_without_collect_feats_is_a_type_error_naming_the_class(cfg, tmp_path, ray_cluster, num_shards):
+def test_model_without_collect_feats_is_a_type_error_naming_the_class(cfg, plan, tmp_path, ray_cluster, num_shards):
     with pytest.raises(TypeError, match=r"torch\.nn\.modules\.linear\.Linear has no collect_feats"):
-        collect_stats(not_an_asr_model, {**cfg, "stats_dir": str(tmp_path)}, num_shards=num_shards)
+        collect_stats(not_an_asr_model, cfg["model"], plan.with_stats_dir(tmp_path), num_shards=num_shards)

@@ -211,13 +211,13 @@ def test_a_top_level_list_is_not_a_config(tmp_path):
 def test_save_config_resolves_a_copy_and_redacts_secrets(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "wandb-secret-123")
     text = with_extra("logging: {wandb: {project: p, api_key: abc, note: wandb-secret-123}}\n")
-    text = text.replace("  valid: data/valid\n", "  valid: data/valid\n  hf_token: hf_xyz\n")
+    text = text.replace("  encoder: transformer\n", "  encoder: transformer\n  hf_token: hf_xyz\n")
     path = write(tmp_path, text)
     cfg = load_config(path)
     out = save_config(cfg, tmp_path / "exp" / "config.yaml")
     saved = yaml.safe_load(out.read_text())
     assert saved["logging"]["wandb"] == {"project": "p", "api_key": "***", "note": "***"}
-    assert saved["data"]["hf_token"] == "***"
+    assert saved["model"]["hf_token"] == "***"
     assert saved["data"]["token_type"] == "char"  # vocabulary settings are not secrets
     assert saved["model"]["token_list"] == "exp/train/tokens.txt"  # resolved
     assert "wandb-secret-123" not in out.read_text() and "hf_xyz" not in out.read_text()

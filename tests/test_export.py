@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 from espnet3.config import load_config
 from espnet3.export import average_checkpoints, load_model_state, save_model_pth, write_espnet2_config
 from espnet3.utils.espnet2_imports import import_espnet2
-from espnet3.utils.task_utils import build_model
+from espnet3.data.preprocess import PreprocessSpec
+from espnet3.utils.task_utils import build_model, task_args
 
 TOKENS = ["<blank>", "<unk>", "a", "b", "c", "<sos/eos>"]
 
@@ -48,7 +49,8 @@ def test_exported_model_decodes_with_espnet2_speech2text(tiny_asr_cfg, tmp_path)
     torch.manual_seed(0)
     model = build_model(tiny_asr_cfg)
     exp_dir = tmp_path / "exp"
-    config_path = write_espnet2_config(tiny_asr_cfg, exp_dir)
+    args = task_args("asr1", tiny_asr_cfg.model, None, {"token_type": "char"})
+    config_path = write_espnet2_config(PreprocessSpec(task="asr1", args=args), exp_dir, seed=0)
     model_path = save_model_pth(model, exp_dir / "valid.acc.ave_3best.pth")
 
     written = yaml.safe_load(config_path.read_text())
@@ -75,10 +77,8 @@ def test_exported_model_decodes_with_espnet2_speech2text(tiny_asr_cfg, tmp_path)
 
 
 def test_espnet2_config_needs_a_task(tiny_asr_cfg, tmp_path):
-    cfg = tiny_asr_cfg.copy()
-    cfg.task = None
     with pytest.raises(ValueError, match="needs `task`"):
-        write_espnet2_config(cfg, tmp_path)
+        write_espnet2_config(PreprocessSpec(), tmp_path, seed=0)
 
 
 def _tiny_net(seed: int) -> torch.nn.Module:

@@ -18,7 +18,7 @@ from espnet3.utils.task_utils import (
     config_code_dir,
     get_espnet_model,
     resolve_task,
-    task_model_args,
+    task_args,
 )
 
 TOKENS = ["<blank>", "<unk>", "a", "b", "c", "<sos/eos>"]
@@ -89,18 +89,18 @@ def test_model_block_builds_the_espnet2_model_without_touching_the_callers_block
 def test_token_list_may_be_a_file_with_one_token_per_line(tmp_path):
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("\n".join(TOKENS) + "\n")
-    args = task_model_args("asr1", {**TINY_BLOCK, "token_list": str(tokens)})
+    args = task_args("asr1", {**TINY_BLOCK, "token_list": str(tokens)})
     assert args["token_list"] == TOKENS
 
 
 def test_missing_token_list_file_says_which_stage_writes_it(tmp_path):
     with pytest.raises(ValueError, match=r"`model.token_list` is .*not a file.*data.token_list"):
-        task_model_args("asr1", {**TINY_BLOCK, "token_list": str(tmp_path / "nope.txt")})
+        task_args("asr1", {**TINY_BLOCK, "token_list": str(tmp_path / "nope.txt")})
 
 
 def test_unknown_model_key_lists_valid_keys_and_suggests_the_closest():
     with pytest.raises(ValueError) as err:
-        task_model_args("asr1", {**TINY_BLOCK, "encodr_conf": {}})
+        task_args("asr1", {**TINY_BLOCK, "encodr_conf": {}})
     message = str(err.value)
     assert "`model.encodr_conf` is not a model option of espnet2.tasks.asr.ASRTask" in message
     assert "Did you mean `model.encoder_conf`?" in message
@@ -110,7 +110,7 @@ def test_unknown_model_key_lists_valid_keys_and_suggests_the_closest():
 def test_picking_a_class_without_its_conf_does_not_inherit_the_default_class_kwargs():
     # ASR's default encoder is rnn; its kwargs (rnn_type, ...) would break a conformer.
     block = {k: v for k, v in TINY_BLOCK.items() if k != "encoder_conf"}
-    args = task_model_args("asr1", {**block, "encoder": "conformer"})
+    args = task_args("asr1", {**block, "encoder": "conformer"})
     assert args["encoder_conf"] == {}
 
 
@@ -119,7 +119,7 @@ def test_dictconfig_block_is_resolved_against_the_whole_config(tmp_path):
     tokens.write_text("\n".join(TOKENS) + "\n")
     cfg = OmegaConf.create({"data": {"token_list": str(tokens)}, "model": dict(TINY_BLOCK)})
     cfg.model.token_list = "${data.token_list}"
-    args = task_model_args("asr1", cfg.model)
+    args = task_args("asr1", cfg.model)
     assert args["token_list"] == TOKENS
     assert OmegaConf.is_interpolation(cfg.model, "token_list")
 

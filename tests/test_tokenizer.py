@@ -1,16 +1,17 @@
 import pytest
 
 from data_utils import write_datadir
-from espnet3.data.datadir import DataSpec
-from espnet3.data.tokenizer import TextTokenizer, prepare_token_list
+from espnet3.data.spec import DataSpec
+from espnet3.data.tokenizer import TextTokenizer, prepare_token_list, token_streams
 
 TEXTS = ["ONE TWO THREE", "THREE THREE NINE", "ZERO ONE", "EIGHT SEVEN SIX FIVE FOUR", "TWO TWO"]
 
 
 def _spec(tmp_path, token_type, **extra):
+    """The `token_list` stream of a data section whose training text is TEXTS."""
     utts = [(f"u{k}", 800, t) for k, t in enumerate(TEXTS)]
     train = write_datadir(tmp_path / "train", utts)
-    return DataSpec.from_config(
+    data = DataSpec.from_config(
         {
             "train": str(train),
             "valid": str(train),
@@ -20,6 +21,20 @@ def _spec(tmp_path, token_type, **extra):
             **extra,
         }
     )
+    (stream,) = token_streams(data.preprocessor_defaults(), data.train, data.nbpe)
+    return stream
+
+
+def test_streams_pair_each_token_list_with_its_training_text(tmp_path):
+    spec = _spec(tmp_path, "char")
+    assert spec.key == "token_list" and spec.text == tmp_path / "train" / "text"
+    mt = token_streams(
+        {"token_list": "t.txt", "src_token_list": "s.txt", "src_token_type": "word", "token_type": "char"},
+        DataSpec.from_config({"train": [[str(spec.text), "src_text", "text"], [str(spec.text), "text", "text"]],
+                              "valid": "v", "token_list": "t.txt"}).train,
+        30,
+    )
+    assert [(s.key, s.token_type, s.text.name) for s in mt] == [("token_list", "char", "text"), ("src_token_list", "word", "text")]
 
 
 def test_char_token_list_follows_espnet2_conventions(tmp_path):
@@ -37,7 +52,7 @@ def test_char_token_list_follows_espnet2_conventions(tmp_path):
 def test_char_round_trip(tmp_path):
     spec = _spec(tmp_path, "char")
     prepare_token_list(spec)
-    tok = TextTokenizer.from_spec(spec)
+    tok = TextTokenizer.from_stream(spec)
     ids = tok.encode("NINE ONE")
     assert ids.dtype.name == "int64"
     assert tok.token_list[ids[4]] == "<space>"
@@ -50,7 +65,7 @@ def test_prepare_token_list_reuses_existing_file(tmp_path):
     spec.token_list.parent.mkdir(parents=True)
     spec.token_list.write_text("<blank>\n<unk>\nO\nN\nE\n<sos/eos>\n")
     assert prepare_token_list(spec).read_text() == "<blank>\n<unk>\nO\nN\nE\n<sos/eos>\n"
-    assert TextTokenizer.from_spec(spec).encode("ONE").tolist() == [2, 3, 4]
+    assert TextTokenizer.from_stream(spec).encode("ONE").tolist() == [2, 3, 4]
 
 
 def test_bpe_trains_model_and_round_trips(tmp_path):
@@ -59,7 +74,7 @@ def test_bpe_trains_model_and_round_trips(tmp_path):
     assert spec.bpemodel.is_file()
     tokens = spec.token_list.read_text().splitlines()
     assert tokens[:2] == ["<blank>", "<unk>"] and tokens[-1] == "<sos/eos>"
-    tok = TextTokenizer.from_spec(spec)
+    tok = TextTokenizer.from_stream(spec)
     for text in TEXTS:
         ids = tok.encode(text)
         assert 1 not in ids.tolist()  # no <unk> for training text

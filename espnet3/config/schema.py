@@ -86,19 +86,9 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("task", "str", nullable=True),
     FieldSpec("model", "mapping"),
     FieldSpec("data", "mapping"),
-    FieldSpec("data.train", "str"),
-    FieldSpec("data.valid", "str"),
-    FieldSpec("data.test", "mapping"),
-    FieldSpec("data.token_type", "str", choices=("char", "bpe")),
-    FieldSpec("data.nbpe", "int"),
-    FieldSpec("data.bpemodel", "str", nullable=True),
-    FieldSpec("data.token_list", "str"),
     FieldSpec("data.digits", "mapping", nullable=True),
+    FieldSpec("preprocessor", "mapping", nullable=True),
     FieldSpec("dataloader", "mapping"),
-    FieldSpec("dataloader.batch_type", "str", choices=("numel", "sorted", "unsorted")),
-    FieldSpec("dataloader.batch_bins", "int"),
-    FieldSpec("dataloader.batch_size", "int"),
-    FieldSpec("dataloader.num_workers", "int"),
     FieldSpec("optimizer", "mapping", nullable=True),
     FieldSpec("scheduler", "mapping", nullable=True),
     FieldSpec("scheduler_interval", "str", choices=("step", "epoch")),
@@ -164,14 +154,20 @@ def validate(cfg: DictConfig, source: str | Path | None) -> None:
     _check_model(resolved, source)
     _check_optimization(resolved, source)
     _check_best_model_criterion(resolved["best_model_criterion"], source)
-    for split, directory in resolved["data"]["test"].items():
-        if not isinstance(directory, str):
-            raise ConfigError(
-                f"data.test.{split}",
-                source,
-                f"expected a directory path, got {directory!r}",
-                "map each evaluation split name to its data directory",
-            )
+    _check_data_sections(resolved, source)
+
+
+def _check_data_sections(cfg: Mapping[str, Any], source: str | Path | None) -> None:
+    """Parse ``data:`` and ``dataloader:`` into their specs: the same parser the run uses later."""
+    from espnet3.data.errors import DataError
+    from espnet3.data.loader import LoaderSpec
+    from espnet3.data.spec import DataSpec
+
+    try:
+        DataSpec.from_config(cfg["data"])
+        LoaderSpec.from_config(cfg["dataloader"])
+    except DataError as err:
+        raise DataError(f"{source}: {err}") from None
 
 
 def _missing_keys(cfg: DictConfig, source: str | Path | None) -> set[str]:

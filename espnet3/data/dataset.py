@@ -1,65 +1,93 @@
-"""A data directory as a map-style dataset of ``(utt_id, {"speech", "text"})`` items.
+"""One split as a map-style dataset addressed by utterance id, as ESPnet2's batch samplers need.
 
-Items have ESPnet2's shape (float32 waveform, int64 token ids), so ESPnet2's ``CommonCollateFn``
-turns a list of them into the ``(ids, batch)`` pairs that ``model(**batch)`` expects.
+Triples (and the Kaldi shorthand) load through ESPnet2's own ``ESPnetDataset``, with every loader
+type it has. A ``_target_`` dataset is the user's class: items are ``(utt_id, dict)`` or a dict of
+arrays, addressed by their index as a string, preprocessed and typed as ESPnetDataset would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
-import soundfile
 from torch.utils.data import Dataset
 
-from espnet3.data.datadir import DataDir
-from espnet3.data.tokenizer import TextTokenizer
+from espnet3.data.sources import SplitSource
+from espnet3.utils.espnet2_imports import import_espnet2
+from espnet3.utils.instantiate import instantiate
+
+Preprocess = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-class SpeechTextDataset(Dataset):
-    """Audio read on access, transcripts tokenised once up front (batching needs their lengths).
+class TargetDataset(Dataset):
+    """A user's map-style dataset under ESPnet2's item contract: ``dataset[key] -> (utt_id, arrays)``."""
 
-    Holds only paths, ints and small arrays, so it pickles cheaply into DataLoader workers and
-    Ray tasks.
-    """
+    def __init__(self, dataset: Any, preprocess: Preprocess | None, where: str):
+        if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+            raise TypeError(
+                f"`{where}` built a {type(dataset).__name__}, which is not a map-style dataset "
+                "(it needs __getitem__ and __len__)"
+            )
+        self.dataset = dataset
+        self.preprocess = preprocess
+        self.where = where
 
-    def __init__(
-        self, utt_ids: Sequence[str], wav: Sequence[Path], num_samples: Sequence[int], text: Sequence[np.ndarray]
-    ):
-        self.utt_ids = list(utt_ids)
-        self.wav = [str(p) for p in wav]
-        self.num_samples = [int(n) for n in num_samples]
-        self.text = list(text)
-
-    @classmethod
-    def from_datadir(cls, datadir: DataDir, tokenizer: TextTokenizer) -> SpeechTextDataset:
-        utts = datadir.utt_ids
-        return cls(
-            utts,
-            [datadir.wav[u] for u in utts],
-            [datadir.num_samples[u] for u in utts],
-            [tokenizer.encode(datadir.text[u]) for u in utts],
-        )
-
-    def subset(self, indices: Sequence[int]) -> SpeechTextDataset:
-        return SpeechTextDataset(
-            [self.utt_ids[i] for i in indices],
-            [self.wav[i] for i in indices],
-            [self.num_samples[i] for i in indices],
-            [self.text[i] for i in indices],
-        )
-
-    @property
-    def lengths(self) -> list[tuple[int, int]]:
-        """``(num_samples, num_tokens)`` per utterance: what one item adds to a padded batch."""
-        return [(n, len(t)) for n, t in zip(self.num_samples, self.text)]
+    def keys(self) -> list[str]:
+        return [str(i) for i in range(len(self.dataset))]
 
     def __len__(self) -> int:
-        return len(self.utt_ids)
+        return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[str, dict[str, np.ndarray]]:
-        speech, _ = soundfile.read(self.wav[index], dtype="float32")
-        # A dataset shipped to Ray tasks holds read-only arrays (zero-copy from the object
-        # store), which torch.from_numpy in the collate function warns about.
-        return self.utt_ids[index], {"speech": speech, "text": self.text[index].copy()}
+    def __getitem__(self, key: str | int) -> tuple[str, dict[str, np.ndarray]]:
+        item = self.dataset[int(key)]
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Mapping):
+            utt_id, data = str(item[0]), dict(item[1])
+        elif isinstance(item, Mapping):
+            utt_id, data = str(key), dict(item)
+        else:
+            raise TypeError(
+                f"`{self.where}` item {key} is a {type(item).__name__}; expected (utt_id, dict of arrays) "
+                "or a dict of arrays"
+            )
+        data = {name: _as_array(value) for name, value in data.items()}
+        if self.preprocess is not None:
+            data = self.preprocess(utt_id, data)
+        return utt_id, {name: _typed(name, value, self.where) for name, value in data.items()}
+
+
+def _as_array(value: Any) -> Any:
+    if hasattr(value, "numpy") and callable(value.numpy):
+        return value.detach().cpu().numpy() if hasattr(value, "detach") else value.numpy()
+    if isinstance(value, numbers.Number):
+        return np.array([value])
+    if isinstance(value, list):
+        return np.asarray(value)
+    return value
+
+
+def _typed(name: str, value: Any, where: str) -> np.ndarray:
+    """float32 / int64, as ESPnetDataset casts, so CommonCollateFn pads the same way."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"`{where}`: item value {name!r} is a {type(value).__name__}; expected a numpy array")
+    if value.dtype.kind == "f":
+        return value.astype(np.float32)
+    if value.dtype.kind in "iub":
+        return value.astype(np.int64)
+    raise TypeError(f"`{where}`: item value {name!r} has dtype {value.dtype}; expected floats or integers")
+
+
+def build_dataset(source: SplitSource, preprocess: Preprocess | None) -> Dataset:
+    """The dataset of one split; ``dataset[utt_id] -> (utt_id, arrays)``."""
+    if source.target is not None:
+        return TargetDataset(instantiate(source.target, _convert_="all"), preprocess, source.key)
+    espnet_dataset = import_espnet2("espnet2.train.dataset").ESPnetDataset
+    return espnet_dataset([t.as_espnet2() for t in source.resolved().triples], preprocess=preprocess)
+
+
+def dataset_keys(dataset: Dataset) -> list[str]:
+    """Every utterance id of a dataset from :func:`build_dataset`, in file (or index) order."""
+    if isinstance(dataset, TargetDataset):
+        return dataset.keys()
+    return list(iter(dataset))  # ESPnetDataset iterates the keys of its first stream

@@ -7,106 +7,145 @@ Loaders take ``rank`` and ``world_size`` explicitly because the launcher runs Li
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from espnet3.data.datadir import DataSpec, plain_mapping, read_datadir
-from espnet3.data.dataset import SpeechTextDataset
-from espnet3.data.sampler import BATCH_TYPES, DistributedBatchSampler, make_batches
-from espnet3.data.tokenizer import TextTokenizer
-from espnet3.utils.espnet2_imports import import_espnet2
+from espnet3.data.errors import DataError
+from espnet3.data.sampler import BATCH_TYPES, CATEGORY_BATCH_TYPES, DistributedBatchSampler
+from espnet3.data.spec import plain_mapping
 
-_LOADER_KEYS = ("batch_type", "batch_bins", "batch_size", "num_workers")
+# Most DataLoader processes a GPU worker starts on its own: beyond this, decoding and
+# collation of speech batches stop being the bottleneck and only add memory.
+MAX_AUTO_WORKERS = 8
+
+
+def _positive_int(value: Any, key: str, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise DataError(f"`dataloader.{key}` must be an integer >= {low}, got {value!r}")
 
 
 @dataclass(frozen=True)
 class LoaderSpec:
-    """The parsed ``dataloader:`` section.
+    """The parsed ``dataloader:`` section (ESPnet2's option names; sizes are per training worker).
 
     Attributes:
-        batch_type: ``numel`` (by ``batch_bins``), ``sorted`` or ``unsorted`` (by ``batch_size``).
-        batch_bins: Most padded speech + text elements in one worker's batch (``numel``).
-        batch_size: Most utterances in one worker's batch (``sorted`` / ``unsorted``).
-        num_workers: DataLoader worker processes per training worker.
+        batch_type: one of ESPnet2's batch types: ``unsorted``, ``sorted``, ``folded`` (by
+            ``batch_size``), ``length``, ``numel`` (by ``batch_bins``), ``catbel``, ``catpow``
+            (category-balanced, need ``category2utt`` beside the first data file).
+        batch_bins: padded elements in one worker's batch (``numel``, ``length``, ``catpow``).
+        batch_size: utterances in one worker's batch (``unsorted``, ``sorted``, ``folded``, ``catbel``).
+        sort_in_batch, sort_batch: ``descending`` / ``ascending``, as in ESPnet2.
+        fold_length: ``folded``: one length per data stream, in triple order.
+        min_batch_size, max_batch_size: bounds for the variable-size samplers.
+        upsampling_factor, dataset_scaling_factor: ``catpow``'s options.
+        drop_last_iter: drop the last, short batch (ESPnet2's ``drop_last_iter``).
+        num_workers: DataLoader processes per training worker; ``null``: 0 on CPU workers (they
+            share the cores with training), on GPU workers one less than the CPUs each reserves.
+        pin_memory: ``null``: on for GPU workers.
+        prefetch_factor: batches each DataLoader process prepares ahead (with ``num_workers`` > 0).
+        persistent_workers: keep DataLoader processes across epochs (with ``num_workers`` > 0).
     """
 
     batch_type: str = "numel"
     batch_bins: int = 1_000_000
     batch_size: int = 20
-    num_workers: int = 0
+    sort_in_batch: str = "descending"
+    sort_batch: str = "ascending"
+    fold_length: tuple[int, ...] = field(default_factory=tuple)
+    min_batch_size: int = 1
+    max_batch_size: int | None = None
+    upsampling_factor: float = 0.5
+    dataset_scaling_factor: float = 1.2
+    drop_last_iter: bool = False
+    num_workers: int | None = None
+    pin_memory: bool | None = None
+    prefetch_factor: int = 2
+    persistent_workers: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_type not in BATCH_TYPES:
-            raise ValueError(
+            raise DataError(
                 f"`dataloader.batch_type` is {self.batch_type!r}; expected one of {', '.join(BATCH_TYPES)}"
             )
-        for key in ("batch_bins", "batch_size"):
+        for key in ("batch_bins", "batch_size", "min_batch_size", "prefetch_factor"):
+            _positive_int(getattr(self, key), key)
+        if self.max_batch_size is not None:
+            _positive_int(self.max_batch_size, "max_batch_size")
+        if self.num_workers is not None:
+            _positive_int(self.num_workers, "num_workers", allow_zero=True)
+        for key in ("sort_in_batch", "sort_batch"):
+            if getattr(self, key) not in ("ascending", "descending"):
+                raise DataError(f"`dataloader.{key}` must be ascending or descending, got {getattr(self, key)!r}")
+        for key in ("upsampling_factor", "dataset_scaling_factor"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`dataloader.{key}` must be a positive integer, got {value!r}")
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
-            raise ValueError(f"`dataloader.num_workers` must be an integer >= 0, got {self.num_workers!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise DataError(f"`dataloader.{key}` must be a positive number, got {value!r}")
+        for key in ("drop_last_iter", "persistent_workers"):
+            if not isinstance(getattr(self, key), bool):
+                raise DataError(f"`dataloader.{key}` must be true or false, got {getattr(self, key)!r}")
+        if self.pin_memory is not None and not isinstance(self.pin_memory, bool):
+            raise DataError(f"`dataloader.pin_memory` must be true, false or null, got {self.pin_memory!r}")
+        if self.batch_type == "folded":
+            if not self.fold_length:
+                raise DataError(
+                    "`dataloader.fold_length` is required with `batch_type: folded`: one length per data "
+                    "stream in triple order, e.g. [80000, 150] for speech and text"
+                )
+            for value in self.fold_length:
+                _positive_int(value, "fold_length[]")
 
     @classmethod
     def from_config(cls, section: Any) -> LoaderSpec:
-        """Parse ``cfg.dataloader``; unknown keys raise ``ValueError`` naming the key."""
-        return cls(**plain_mapping(section, "dataloader", _LOADER_KEYS))
+        """Parse ``cfg.dataloader``; unknown keys raise ``DataError`` naming the key."""
+        try:
+            raw = plain_mapping(section, "dataloader", tuple(cls.__dataclass_fields__))
+        except ValueError as err:
+            raise DataError(str(err)) from None
+        if "fold_length" in raw:
+            fold = raw["fold_length"]
+            raw["fold_length"] = tuple(fold) if isinstance(fold, (list, tuple)) else (fold,)
+        return cls(**raw)
 
+    @property
+    def by_category(self) -> bool:
+        return self.batch_type in CATEGORY_BATCH_TYPES
 
-def build_dataset(data: DataSpec, split: str) -> SpeechTextDataset:
-    """The dataset of one split; ``data.token_list`` must exist (``prepare_token_list``)."""
-    if not data.token_list.is_file():
-        raise ValueError(
-            f"token list {data.token_list} does not exist yet; call "
-            "espnet3.data.tokenizer.prepare_token_list(data_spec) on the driver first"
-        )
-    return SpeechTextDataset.from_datadir(read_datadir(data.split_dir(split)), TextTokenizer.from_spec(data))
-
-
-def collate_fn():
-    """ESPnet2's collation: speech padded with 0.0, token ids with -1, ``*_lengths`` added."""
-    collate_module = import_espnet2("espnet2.train.collate_fn")
-    return collate_module.CommonCollateFn(float_pad_value=0.0, int_pad_value=-1)
+    def workers_for(self, cpus_per_worker: float, use_gpu: bool) -> int:
+        """DataLoader processes for a training worker that reserved ``cpus_per_worker`` CPUs."""
+        if self.num_workers is not None:
+            return self.num_workers
+        if not use_gpu:
+            return 0
+        return max(0, min(MAX_AUTO_WORKERS, int(cpus_per_worker) - 1))
 
 
 def make_dataloader(
-    dataset: SpeechTextDataset, batch_sampler: DistributedBatchSampler, num_workers: int
+    dataset: Dataset,
+    batch_sampler: DistributedBatchSampler,
+    collate_fn: Callable,
+    loader: LoaderSpec,
+    *,
+    num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
     extra: dict[str, Any] = {}
     if num_workers > 0:
         # A Ray worker runs gRPC threads, and forking a threaded process can deadlock the child;
         # forkserver children start from a clean process. Persistent workers pay that start once.
-        extra = {"multiprocessing_context": "forkserver", "persistent_workers": True}
-    return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate_fn(), num_workers=num_workers, **extra)
-
-
-def dataloader_from_specs(
-    data: DataSpec, loader: LoaderSpec, split: str, *, rank: int = 0, world_size: int = 1, seed: int = 0
-) -> DataLoader:
-    """A DataLoader over ``split`` for one training worker; only ``train`` is shuffled.
-
-    Its ``batch_sampler`` has ``set_epoch(epoch)``, which Lightning calls (through
-    ``batch_sampler.sampler``) at every epoch start; other loops should call it themselves.
-    """
-    dataset = build_dataset(data, split)
-    batches = make_batches(
-        dataset.lengths, loader.batch_type, batch_bins=loader.batch_bins, batch_size=loader.batch_size
-    )
-    sampler = DistributedBatchSampler(
-        batches, rank=rank, world_size=world_size, shuffle=split == "train", seed=seed
-    )
-    return make_dataloader(dataset, sampler, loader.num_workers)
-
-
-def build_dataloader(cfg: Any, split: str, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """:func:`dataloader_from_specs` for a whole train.yaml config (``data``, ``dataloader``, ``seed``)."""
-    return dataloader_from_specs(
-        DataSpec.from_config(cfg["data"]),
-        LoaderSpec.from_config(cfg["dataloader"]),
-        split,
-        rank=rank,
-        world_size=world_size,
-        seed=int(cfg.get("seed", 0) or 0),
+        extra = {
+            "multiprocessing_context": "forkserver",
+            "persistent_workers": loader.persistent_workers,
+            "prefetch_factor": loader.prefetch_factor,
+        }
+    return DataLoader(
+        dataset,
+        batch_sampler=batch_sampler,
+        collate_fn=collate_fn,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        **extra,
     )

@@ -1,14 +1,17 @@
-"""Length-aware batching (ESPnet2's numel / sorted / unsorted) that stays in step across DDP ranks.
+"""ESPnet2's batch samplers, and the rule that keeps every DDP rank in step.
 
-Distribution rule, chosen so no rank can run out of batches before the others (upstream ESPnet3
-deadlocked at epoch end on exactly that):
+The batches themselves come from ESPnet2 (``build_batch_sampler`` for unsorted / sorted / folded
+/ length / numel, ``build_category_batch_sampler`` for catbel / catpow) over the shape files of
+:mod:`espnet3.data.shapes`, with ESPnet2's options. espnet3 adds only how they are shared, chosen
+so no rank can run out of batches before the others (upstream ESPnet3 deadlocked at epoch end on
+exactly that):
 
 * ``batch_bins`` / ``batch_size`` are per training worker: one batch is what one rank holds.
   (ESPnet2 instead splits one global batch across GPUs; divide an ESPnet2 recipe's values by the
   number of workers to get the same per-GPU batches.)
-* The length-sorted batch list is made a multiple of ``world_size`` by splitting the batch with the
-  most utterances in two, again and again. Halves keep ``batch_bins`` / ``batch_size``, and nothing
-  is dropped or repeated. Only when every batch already holds a single utterance is that impossible;
+* The batch list is made a multiple of ``world_size`` by splitting the batch with the most
+  utterances in two, again and again. Halves keep ``batch_bins`` / ``batch_size``, and nothing is
+  dropped or repeated. Only when every batch already holds a single utterance is that impossible;
   then the shortest batches are repeated, with a warning that says how many.
 * Consecutive batches are grouped ``world_size`` at a time (neighbours in length order, so ranks
   doing the same step wait for each other as little as possible); each epoch shuffles the order of
@@ -18,82 +21,73 @@ deadlocked at epoch end on exactly that):
 
 from __future__ import annotations
 
-import math
+import functools
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Sampler
 
-BATCH_TYPES = ("numel", "sorted", "unsorted")
+from espnet3.utils.espnet2_imports import import_espnet2
+
+SEQUENCE_BATCH_TYPES = ("unsorted", "sorted", "folded", "length", "numel")
+CATEGORY_BATCH_TYPES = ("catbel", "catpow")
+BATCH_TYPES = SEQUENCE_BATCH_TYPES + CATEGORY_BATCH_TYPES
+# What ESPnet2's category samplers read, beside the split's first data file.
+CATEGORY_FILE = "category2utt"
+
+Batch = Sequence[Hashable]
 
 
-def _numel_batches(lengths: Sequence[Sequence[int]], order: list[int], batch_bins: int) -> list[list[int]]:
-    # Unlike ESPnet2's NumElementsBatchSampler, which closes a batch *after* the utterance that
-    # overflows it, a batch is closed *before* it, so batch_bins is a hard cap on the padded size
-    # except for a single utterance that alone exceeds it.
-    batches: list[list[int]] = []
-    current: list[int] = []
-    maxima: list[int] = []
-    for i in order:
-        grown = [max(m, l) for m, l in zip(maxima, lengths[i])] if current else list(lengths[i])
-        if current and (len(current) + 1) * sum(grown) > batch_bins:
-            batches.append(current)
-            current, grown = [], list(lengths[i])
-        current.append(i)
-        maxima = grown
-    batches.append(current)
-    return batches
-
-
-def _even_chunks(order: list[int], batch_size: int) -> list[list[int]]:
-    n_batches = math.ceil(len(order) / batch_size)
-    return [order[k * len(order) // n_batches : (k + 1) * len(order) // n_batches] for k in range(n_batches)]
-
-
-def make_batches(
-    lengths: Sequence[Sequence[int]],
-    batch_type: str,
-    *,
-    batch_bins: int | None = None,
-    batch_size: int | None = None,
-) -> list[list[int]]:
-    """Group utterance indices into batches.
+def espnet2_batches(
+    loader,  # espnet3.data.loader.LoaderSpec (not imported: it imports this module)
+    shape_files: Sequence[Path],
+    category2utt: Path | None = None,
+    epoch: int = 1,
+) -> list[tuple[str, ...]]:
+    """ESPnet2's batches for one split, as lists of utterance ids.
 
     Args:
-        lengths: Per utterance, the length of each padded stream, e.g. ``(num_samples, num_tokens)``;
-            the first stream is the sort key. Every stream is 1-d per frame (raw audio, token ids),
-            so an utterance's size is just its lengths.
-        batch_type: ``numel``: ascending by length, as many utterances as fit in ``batch_bins``
-            padded elements (batch size times the longest of each stream, summed over streams).
-            ``sorted``: ascending by length, at most ``batch_size`` each. ``unsorted``: input order,
-            at most ``batch_size`` each.
-
-    Returns:
-        Batches in ascending length order (input order for ``unsorted``), longest utterance first
-        inside each batch, as ESPnet2 does for packed RNNs.
+        loader: the ``dataloader:`` options (batch type, sizes, sort orders, fold lengths...).
+        shape_files: ``<name>_shape`` files; the first is the sort key.
+        category2utt: the split's ``category2utt`` file (catbel / catpow).
+        epoch: ESPnet2's 1-based epoch; category samplers draw new batches each epoch.
     """
-    if not lengths:
-        raise ValueError("cannot batch an empty data split")
-    if batch_type not in BATCH_TYPES:
-        raise ValueError(f"`dataloader.batch_type` is {batch_type!r}; expected one of {', '.join(BATCH_TYPES)}")
-    if batch_type == "unsorted":
-        return _even_chunks(list(range(len(lengths))), _positive(batch_size, "batch_size"))
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i][0])
-    if batch_type == "sorted":
-        batches = _even_chunks(order, _positive(batch_size, "batch_size"))
+    shapes = [str(p) for p in shape_files]
+    if loader.batch_type in CATEGORY_BATCH_TYPES:
+        build = import_espnet2("espnet2.samplers.build_batch_sampler").build_category_batch_sampler
+        sampler, _ = build(
+            type=loader.batch_type,
+            batch_size=loader.batch_size,
+            batch_bins=loader.batch_bins,
+            shape_files=shapes,
+            min_batch_size=loader.min_batch_size,
+            max_batch_size=loader.max_batch_size,
+            upsampling_factor=loader.upsampling_factor,
+            dataset_scaling_factor=loader.dataset_scaling_factor,
+            drop_last=loader.drop_last_iter,
+            category2utt_file=str(category2utt),
+            epoch=epoch,
+        )
     else:
-        batches = _numel_batches(lengths, order, _positive(batch_bins, "batch_bins"))
-    return [sorted(b, key=lambda i: -lengths[i][0]) for b in batches]
+        build = import_espnet2("espnet2.samplers.build_batch_sampler").build_batch_sampler
+        fold = list(loader.fold_length) if loader.batch_type == "folded" else []
+        sampler = build(
+            type=loader.batch_type,
+            batch_size=loader.batch_size,
+            batch_bins=loader.batch_bins,
+            shape_files=shapes[: len(fold)] if fold else shapes,
+            sort_in_batch=loader.sort_in_batch,
+            sort_batch=loader.sort_batch,
+            drop_last=loader.drop_last_iter,
+            min_batch_size=loader.min_batch_size,
+            fold_lengths=fold,
+        )
+    return [tuple(batch) for batch in sampler]
 
 
-def _positive(value: int | None, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`dataloader.{key}` must be a positive integer, got {value!r}")
-    return value
-
-
-def split_to_multiple(batches: Sequence[Sequence[int]], world_size: int) -> list[list[int]]:
+def split_to_multiple(batches: Sequence[Batch], world_size: int) -> list[list]:
     """Make the number of batches a multiple of ``world_size`` without dropping utterances.
 
     Splits the batch with the most utterances (the first such) into two contiguous halves until the
@@ -148,45 +142,69 @@ class BatchOrder(Sampler[int]):
         return iter(np.random.RandomState(self.seed + self.epoch).permutation(self.num_groups).tolist())
 
 
-class DistributedBatchSampler(Sampler[list[int]]):
+class DistributedBatchSampler(Sampler[list]):
     """This rank's share of ``batches``: the same number of batches on every rank, every epoch.
 
     Args:
-        batches: All ranks' batches (indices into the dataset), in length order.
+        batches: All ranks' batches (utterance ids or dataset indices), in length order.
         rank: This training worker's rank.
         world_size: Number of training workers.
         shuffle: Shuffle batch order each epoch (``set_epoch``); utterances never move between batches.
         seed: Shuffling seed; must be the same on every rank.
+        epoch_batches: For samplers that draw new batches every epoch (catbel, catpow):
+            ``epoch -> batches`` (0-based epoch), called on every rank alike; ``batches`` is epoch 0's.
     """
 
     def __init__(
         self,
-        batches: Sequence[Sequence[int]],
+        batches: Sequence[Batch],
         *,
         rank: int = 0,
         world_size: int = 1,
         shuffle: bool = False,
         seed: int = 0,
+        epoch_batches: Callable[[int], Sequence[Batch]] | None = None,
     ):
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-        self.batches = split_to_multiple(batches, world_size)
         self.rank = rank
         self.world_size = world_size
+        self.epoch_batches = epoch_batches
+        self.batches = split_to_multiple(batches, world_size)
+        self._batches_epoch = 0
         self.sampler = BatchOrder(len(self.batches) // world_size, shuffle=shuffle, seed=seed)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
 
+    def _refresh(self) -> None:
+        epoch = self.sampler.epoch
+        if self.epoch_batches is None or epoch == self._batches_epoch:
+            return
+        self.batches = split_to_multiple(self.epoch_batches(epoch), self.world_size)
+        self._batches_epoch = epoch
+        self.sampler.num_groups = len(self.batches) // self.world_size
+
     def __len__(self) -> int:
+        self._refresh()
         return len(self.sampler)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list]:
+        self._refresh()
         for group in self.sampler:
             yield list(self.batches[group * self.world_size + self.rank])
 
 
-def padding_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> float:
+def category_epoch_batches(loader, shape_files: Sequence[Path], category2utt: Path) -> Callable[[int], list]:
+    """A picklable ``epoch -> batches`` for ESPnet2's category samplers (1-based epochs there)."""
+    return functools.partial(_category_batches, loader, tuple(shape_files), category2utt)
+
+
+def _category_batches(loader, shape_files, category2utt, epoch: int) -> list[tuple[str, ...]]:
+    return espnet2_batches(loader, shape_files, category2utt, epoch=epoch + 1)
+
+
+def padding_fraction(batches: Sequence[Batch], lengths: dict | Sequence[int]) -> float:
     """Share of the padded ``(batch, max length)`` tensors that is padding, over all batches."""
     padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
     real = sum(lengths[i] for b in batches for i in b)

@@ -8,26 +8,22 @@ model trained here loads in ESPnet2 inference with the same ``tokens.txt`` and `
 from __future__ import annotations
 
 import io
-import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from espnet3.data.datadir import DataSpec, read_datadir
+from espnet3.data.checks import read_texts
+from espnet3.data.errors import DataError
+from espnet3.data.sources import SplitSource
+from espnet3.utils.atomic import atomic_write
 from espnet3.utils.espnet2_imports import import_espnet2
 
 BLANK, UNK, SOS_EOS = "<blank>", "<unk>", "<sos/eos>"
 SPACE = "<space>"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a rename so a crashed or concurrent run never leaves half a token list behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def train_sentencepiece(texts: Iterable[str], bpemodel: Path, nbpe: int) -> None:
@@ -47,50 +43,125 @@ def train_sentencepiece(texts: Iterable[str], bpemodel: Path, nbpe: int) -> None
         )
     except RuntimeError as err:
         # Typically "Vocabulary size is too high (N). Please set it to a value <= M." on small corpora.
-        raise ValueError(f"`data.nbpe: {nbpe}` cannot be trained from the training text: {err}") from err
-    _atomic_write(bpemodel, model.getvalue())
+        raise DataError(f"`data.nbpe: {nbpe}` cannot be trained from the training text: {err}") from err
+    atomic_write(bpemodel, model.getvalue())
 
 
-def _build_text_tokenizer(token_type: str, bpemodel: Path | None):
+def _build_text_tokenizer(token_type: str, bpemodel: Path | None, g2p: str | None = None,
+                          non_linguistic_symbols: str | None = None):
     build_tokenizer = import_espnet2("espnet2.text.build_tokenizer").build_tokenizer
-    if token_type == "bpe":
-        return build_tokenizer("bpe", bpemodel=str(bpemodel))
-    return build_tokenizer("char", space_symbol=SPACE)
+    return build_tokenizer(
+        token_type,
+        bpemodel=str(bpemodel) if token_type == "bpe" else None,
+        space_symbol=SPACE,
+        non_linguistic_symbols=non_linguistic_symbols,
+        g2p_type=g2p,
+    )
 
 
-def build_token_list(texts: Iterable[str], token_type: str, bpemodel: Path | None = None) -> list[str]:
+@dataclass(frozen=True)
+class TokenStream:
+    """One token list a run tokenizes with, and the training text it is built from when missing.
+
+    Attributes:
+        key: the ESPnet2 option naming the list (``token_list``, ``src_token_list``, ...).
+        token_list: where the list is read (or written).
+        token_type: ``char``, ``bpe``, ``word`` or ``phn``.
+        bpemodel: sentencepiece model (``bpe``), trained with ``nbpe`` units when missing.
+        text: the training split's text file this vocabulary covers; ``None`` when the
+            split has none (then the list must already exist).
+        cleaner, g2p, non_linguistic_symbols: applied before tokenizing, as in ESPnet2's
+            ``tokenize_text --write_vocabulary``.
+    """
+
+    key: str
+    token_list: Path
+    token_type: str
+    bpemodel: Path | None
+    text: Path | None
+    nbpe: int = 30
+    cleaner: str | None = None
+    g2p: str | None = None
+    non_linguistic_symbols: str | None = None
+
+
+def token_streams(settings: Mapping[str, Any], train: SplitSource, nbpe: int) -> list[TokenStream]:
+    """The token lists named in ESPnet2 ``settings`` (``token_list``, ``src_token_list``, ...) as paths.
+
+    A list's text is the training split's ``text``-type stream named after it: ``text`` for
+    ``token_list``, ``src_text`` for ``src_token_list``, ``transcript`` for ``transcript_token_list``.
+    Lists given inline (YAML lists) need no building and are skipped.
+    """
+    texts = {t.name: t.path for t in train.resolved().triples if t.type == "text"}
+    streams = []
+    for key, value in settings.items():
+        if not key.endswith("token_list") or not isinstance(value, (str, Path)):
+            continue
+        prefix = key[: -len("token_list")]
+        candidates = [f"{prefix}text", prefix.rstrip("_")] if prefix else ["text"]
+        text = next((texts[c] for c in candidates if c in texts), None)
+
+        def option(name: str) -> Any:
+            return settings.get(f"{prefix}{name}", settings.get(name) if not prefix else None)
+
+        token_type = option("token_type") or "char"
+        bpemodel = option("bpemodel")
+        streams.append(TokenStream(
+            key=key,
+            token_list=Path(value),
+            token_type=token_type,
+            bpemodel=Path(bpemodel) if bpemodel else None,
+            text=text,
+            nbpe=nbpe,
+            cleaner=option("cleaner"),
+            g2p=option("g2p"),
+            non_linguistic_symbols=option("non_linguistic_symbols"),
+        ))
+    return streams
+
+
+def build_token_list(texts: Iterable[str], stream: TokenStream) -> list[str]:
     """ESPnet2 vocabulary of ``texts``: specials around tokens sorted by descending count."""
-    tokenizer = _build_text_tokenizer(token_type, bpemodel)
+    tokenizer = _build_text_tokenizer(stream.token_type, stream.bpemodel, stream.g2p, stream.non_linguistic_symbols)
+    cleaner = None
+    if stream.cleaner:
+        cleaner = import_espnet2("espnet2.text.cleaner").TextCleaner(stream.cleaner)
     counts: Counter[str] = Counter()
     for line in texts:
-        counts.update(tokenizer.text2tokens(line))
+        counts.update(tokenizer.text2tokens(cleaner(line) if cleaner else line))
     # sorted() is stable, so ties keep first-seen order, as in espnet2.bin.tokenize_text.
     tokens = [t for t, _ in sorted(counts.items(), key=lambda item: -item[1]) if t not in (BLANK, UNK, SOS_EOS)]
     return [BLANK, UNK, *tokens, SOS_EOS]
 
 
-def prepare_token_list(data: DataSpec) -> Path:
-    """Make sure ``data.token_list`` (and ``data.bpemodel`` for bpe) exist; return the token list path.
+def prepare_token_list(stream: TokenStream) -> Path:
+    """Make sure ``stream.token_list`` (and its ``bpemodel`` for bpe) exist; return the token list path.
 
-    Idempotent: an existing ``tokens.txt`` is reused untouched, so a resumed or re-launched run keeps
+    Idempotent: an existing token list is reused untouched, so a resumed or re-launched run keeps
     the ids its checkpoints were trained with. Call it once on the driver before building the model.
     """
-    token_list = data.token_list
-    bpe = data.token_type == "bpe"
-    if token_list.is_file():
-        if bpe and not data.bpemodel.is_file():
-            raise ValueError(
-                f"{token_list} exists but `data.bpemodel` {data.bpemodel} does not, so the token ids "
-                f"cannot be reproduced; delete {token_list} to train both again, or point "
-                "`data.bpemodel` at the model the token list was made with"
+    bpe = stream.token_type == "bpe"
+    if bpe and stream.bpemodel is None:
+        raise DataError(f"`{stream.key}` uses token_type bpe but no bpemodel is set; set the matching `bpemodel`")
+    if stream.token_list.is_file():
+        if bpe and not stream.bpemodel.is_file():
+            raise DataError(
+                f"{stream.token_list} exists but the bpe model {stream.bpemodel} does not, so the token ids "
+                f"cannot be reproduced; delete {stream.token_list} to train both again, or point "
+                "`bpemodel` at the model the token list was made with"
             )
-        return token_list
-    texts = list(read_datadir(data.train).text.values())
-    if bpe and not data.bpemodel.is_file():
-        train_sentencepiece(texts, data.bpemodel, data.nbpe)
-    tokens = build_token_list(texts, data.token_type, data.bpemodel)
-    _atomic_write(token_list, ("\n".join(tokens) + "\n").encode("utf-8"))
-    return token_list
+        return stream.token_list
+    if stream.text is None:
+        raise DataError(
+            f"`{stream.key}` {stream.token_list} does not exist and the training data has no text stream to "
+            f"build it from; write the token list, or add the text as a [path, name, text] triple"
+        )
+    texts = read_texts(stream.text)
+    if bpe and not stream.bpemodel.is_file():
+        train_sentencepiece(texts, stream.bpemodel, stream.nbpe)
+    tokens = build_token_list(texts, stream)
+    atomic_write(stream.token_list, ("\n".join(tokens) + "\n").encode("utf-8"))
+    return stream.token_list
 
 
 class TextTokenizer:
@@ -115,8 +186,8 @@ class TextTokenizer:
             ) from err
 
     @classmethod
-    def from_spec(cls, data: DataSpec) -> TextTokenizer:
-        return cls(data.token_type, data.token_list, data.bpemodel)
+    def from_stream(cls, stream: TokenStream) -> TextTokenizer:
+        return cls(stream.token_type, stream.token_list, stream.bpemodel)
 
     @property
     def token_list(self) -> list[str]:

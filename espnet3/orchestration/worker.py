@@ -47,19 +47,25 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
     from espnet3.components.modeling.lightning_module import ESPnetLightningModule
-    from espnet3.data.loader import build_dataloader
     from espnet3.utils.task_utils import build_model
 
-    cfg = loop_config["cfg"]
-    torch.set_num_threads(max(1, int(loop_config["cpus_per_worker"])))
+    cfg, plan = loop_config["cfg"], loop_config["data_plan"]
+    use_gpu, cpus = loop_config["use_gpu"], loop_config["cpus_per_worker"]
+    torch.set_num_threads(max(1, int(cpus)))
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
 
     model = build_model(OmegaConf.create(cfg), loop_config["config_dir"])
     module = ESPnetLightningModule(model, cfg)
-    train_loader = build_dataloader(cfg, "train", rank=rank, world_size=world_size)
-    valid_loader = build_dataloader(cfg, "valid", rank=rank, world_size=world_size)
+    loader_options = dict(
+        rank=rank,
+        world_size=world_size,
+        num_workers=plan.loader.workers_for(cpus, use_gpu),
+        pin_memory=use_gpu if plan.loader.pin_memory is None else plan.loader.pin_memory,
+    )
+    train_loader = plan.dataloader("train", **loader_options)
+    valid_loader = plan.dataloader("valid", **loader_options)
 
     trainer_cfg = {k: v for k, v in (cfg.get("trainer") or {}).items() if k not in RESERVED_TRAINER_KEYS}
     every = cfg.get("report_every_n_steps")
@@ -73,7 +79,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer = L.Trainer(
-        accelerator="gpu" if loop_config["use_gpu"] else "cpu",
+        accelerator="gpu" if use_gpu else "cpu",
         devices="auto",
         strategy=RayDDPStrategy(**module.ddp_kwargs()),
         plugins=[RayLightningEnvironment()],

@@ -2,8 +2,9 @@
 
 Writes, per split, what ESPnet2's ``collect_stats`` writes: ``<key>_stats.npz`` (``count``, ``sum``,
 ``sum_square`` over valid frames) for every output of ``model.collect_feats``, ``<key>_shape`` files
-(``utt_id T,D``) for the batch and the features, ``batch_keys`` and ``stats_keys``. Sums are
-accumulated in float64 and merged across shards in a fixed order, so any number of shards gives the
+(``utt_id T,D``) for the features, ``batch_keys`` and ``stats_keys`` (the batch's own shape files
+are the data plan's, :mod:`espnet3.data.shapes`, in the same directory). Sums are accumulated in
+float64 and merged across shards in a fixed order, so any number of shards gives the
 single-process numbers up to float64 rounding.
 """
 
@@ -19,11 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from espnet3.data.datadir import DataSpec, plain_mapping
-from espnet3.data.dataset import SpeechTextDataset
-from espnet3.data.loader import LoaderSpec, build_dataset, make_dataloader
-from espnet3.data.sampler import DistributedBatchSampler, make_batches
-from espnet3.data.tokenizer import prepare_token_list
+from espnet3.data.plan import DataPlan
+from espnet3.data.spec import plain_mapping
+from espnet3.utils.atomic import atomic_save, atomic_write
 
 ModelFactory = Callable[[dict[str, Any]], torch.nn.Module]
 
@@ -76,10 +75,11 @@ def model_config_for_stats(model_cfg: Any) -> dict[str, Any]:
 def collect_shard(
     model_factory: ModelFactory,
     model_cfg: dict[str, Any],
-    dataset: SpeechTextDataset,
-    batches: Sequence[Sequence[int]],
+    plan: DataPlan,
+    split: str,
+    batches: Sequence[Sequence[str]],
 ) -> FeatStats:
-    """Statistics of ``batches`` of ``dataset``, with a model built here from ``model_factory(model_cfg)``."""
+    """Statistics of ``batches`` (utterance ids) of ``split``, with a model built here from ``model_factory(model_cfg)``."""
     model = model_factory(copy.deepcopy(model_cfg))
     if not callable(getattr(model, "collect_feats", None)):
         raise TypeError(
@@ -89,11 +89,13 @@ def collect_shard(
         )
     model.eval()
     stats = FeatStats()
-    loader = make_dataloader(dataset, DistributedBatchSampler(batches), num_workers=0)
+    # No augmentation: statistics describe the features, as in ESPnet2's collect_stats.
+    dataset = plan.dataset(split, train=False)
+    collate = plan.preprocess.collate_fn(train=False)
     with torch.no_grad():
-        for keys, batch in loader:
+        for batch_keys in batches:
+            keys, batch = collate([dataset[key] for key in batch_keys])
             stats.batch_keys = [k for k in batch if not k.endswith("_lengths")]
-            _record_shapes(stats, keys, batch)
             feats = {k: v.detach().cpu() for k, v in model.collect_feats(**batch).items()}
             _record_shapes(stats, keys, feats)
             for key, value in feats.items():
@@ -119,64 +121,58 @@ def _record_shapes(stats: FeatStats, keys: Sequence[str], tensors: dict[str, tor
 
 
 def write_stats(stats: FeatStats, out_dir: Path, utt_order: Sequence[str]) -> None:
-    """ESPnet2's collect_stats output files for one split."""
+    """ESPnet2's collect_stats output files for one split (each written atomically)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for key in stats.count:
-        np.savez(
-            out_dir / f"{key}_stats.npz",
-            count=stats.count[key],
-            sum=stats.sum[key],
-            sum_square=stats.sum_square[key],
-        )
+        atomic_save(out_dir / f"{key}_stats.npz", lambda tmp, key=key: _savez(tmp, stats, key))
     for name, lines in stats.shapes.items():
-        (out_dir / name).write_text("".join(f"{u} {lines[u]}\n" for u in utt_order), encoding="utf-8")
-    (out_dir / "batch_keys").write_text("\n".join(stats.batch_keys) + "\n", encoding="utf-8")
-    (out_dir / "stats_keys").write_text("\n".join(stats.count) + "\n", encoding="utf-8")
+        atomic_write(out_dir / name, "".join(f"{u} {lines[u]}\n" for u in utt_order))
+    atomic_write(out_dir / "batch_keys", "\n".join(stats.batch_keys) + "\n")
+    atomic_write(out_dir / "stats_keys", "\n".join(stats.count) + "\n")
 
 
-def _shards(batches: list[list[int]], num_shards: int) -> list[tuple[list[int], list[list[int]]]]:
+def _savez(path: Path, stats: FeatStats, key: str) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would append .npz to the temp name
+        np.savez(f, count=stats.count[key], sum=stats.sum[key], sum_square=stats.sum_square[key])
+
+
+def _shards(batches: list[tuple[str, ...]], num_shards: int) -> list[list[tuple[str, ...]]]:
     """Deal whole batches round-robin (neighbours in length, so shards cost about the same).
 
     Whole batches, because a frontend's last frames depend on the padding around an utterance:
     keeping every batch intact gives each utterance the same features it gets in one process.
-    Returns per shard the dataset indices and the batches re-indexed into that subset.
     """
-    shards = []
-    for k in range(num_shards):
-        own = batches[k::num_shards]
-        indices = [i for b in own for i in b]
-        position = {i: j for j, i in enumerate(indices)}
-        shards.append((indices, [[position[i] for i in b] for b in own]))
-    return shards
+    return [batches[k::num_shards] for k in range(num_shards)]
 
 
 def _run_split(
     model_factory: ModelFactory,
     model_cfg: dict[str, Any],
-    dataset: SpeechTextDataset,
-    batches: list[list[int]],
+    plan: DataPlan,
     split: str,
+    batches: list[tuple[str, ...]],
     num_shards: int,
     num_cpus_per_shard: float,
 ) -> FeatStats:
     if num_shards == 1:
-        return collect_shard(model_factory, model_cfg, dataset, batches)
+        return collect_shard(model_factory, model_cfg, plan, split, batches)
     import ray
 
     shards = _shards(batches, num_shards)
     remote = ray.remote(num_cpus=num_cpus_per_shard)(collect_shard)
-    refs = [remote.remote(model_factory, model_cfg, dataset.subset(idx), local) for idx, local in shards]
+    refs = [remote.remote(model_factory, model_cfg, plan, split, own) for own in shards]
     index_of = {ref: k for k, ref in enumerate(refs)}
     results: list[FeatStats | None] = [None] * len(refs)
+    total = sum(len(b) for b in batches)
     pending, done_utts, start = list(refs), 0, time.monotonic()
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         k = index_of[ready[0]]
         results[k] = ray.get(ready[0])
-        done_utts += len(shards[k][0])
+        done_utts += sum(len(b) for b in shards[k])
         print(
             f"collect_stats [{split}]: {len(refs) - len(pending)}/{len(refs)} shards, "
-            f"{done_utts}/{len(dataset)} utterances, {time.monotonic() - start:.1f}s",
+            f"{done_utts}/{total} utterances, {time.monotonic() - start:.1f}s",
             flush=True,
         )
     merged = FeatStats()
@@ -187,28 +183,26 @@ def _run_split(
 
 def collect_stats(
     model_factory: ModelFactory,
-    cfg: Any,
+    model_cfg: Any,
+    plan: DataPlan,
     *,
     num_shards: int | None = None,
     num_cpus_per_shard: float = 1.0,
     splits: Sequence[str] = ("train", "valid"),
 ) -> Path:
-    """Run ``model.collect_feats`` over ``splits`` and write ``${stats_dir}/<split>/``; return ``stats_dir``.
+    """Run ``model.collect_feats`` over ``splits`` and write ``<plan.stats_dir>/<split>/``; return the stats dir.
 
     Args:
         model_factory: Picklable ``model_cfg -> model`` (e.g. ``functools.partial(get_espnet_model,
-            task)``); called in every Ray task with a copy of ``cfg.model`` with normalisation off.
-        cfg: The train.yaml config (``stats_dir``, ``model``, ``data``, ``dataloader``); not modified.
+            task)``); called in every Ray task with a copy of ``model_cfg`` with normalisation off.
+        model_cfg: The ``model:`` block; not modified.
+        plan: The run's data plan (batches come from its shape files and ``dataloader`` options).
         num_shards: Ray tasks per split; 1 runs in this process without Ray. Default: as many as the
             Ray cluster's CPUs allow at ``num_cpus_per_shard`` each.
         num_cpus_per_shard: CPUs reserved per Ray task.
         splits: Splits to process; ``normalize: global_mvn`` reads the ``train`` statistics.
     """
-    data = DataSpec.from_config(cfg["data"])
-    loader = LoaderSpec.from_config(cfg["dataloader"])
-    stats_dir = Path(cfg["stats_dir"])
-    model_cfg = model_config_for_stats(cfg["model"])
-    prepare_token_list(data)
+    model_cfg = model_config_for_stats(model_cfg)
     if num_shards is None:
         import ray
 
@@ -218,12 +212,9 @@ def collect_stats(
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
     for split in splits:
-        dataset = build_dataset(data, split)
-        batches = make_batches(
-            dataset.lengths, loader.batch_type, batch_bins=loader.batch_bins, batch_size=loader.batch_size
-        )
+        batches = plan.batches(split)
         stats = _run_split(
-            model_factory, model_cfg, dataset, batches, split, min(num_shards, len(batches)), num_cpus_per_shard
+            model_factory, model_cfg, plan, split, batches, min(num_shards, len(batches)), num_cpus_per_shard
         )
-        write_stats(stats, stats_dir / split, dataset.utt_ids)
-    return stats_dir
+        write_stats(stats, plan.stats_dir / split, [k for b in batches for k in sorted(b)])
+    return plan.stats_dir

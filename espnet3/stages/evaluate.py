@@ -6,12 +6,14 @@ faster and the more accurate decoder (see shared notes), and it needs no LM.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
+
+from espnet3.data.plan import DataPlan
+from espnet3.utils.atomic import atomic_write, atomic_write_json
 
 BLANK_ID = 0
 
@@ -49,29 +51,34 @@ def _check_decodable(model: torch.nn.Module) -> None:
         )
 
 
-@torch.no_grad()
-def evaluate(cfg: DictConfig, config_dir: Path, model_file: Path) -> list[SplitScore]:
-    from espnet3.data.datadir import DataSpec
-    from espnet3.data.loader import build_dataloader
+def _tokenizer(plan: DataPlan):
     from espnet3.data.tokenizer import TextTokenizer
+
+    stream = next((s for s in plan.token_streams if s.key == "token_list"), None)
+    if stream is None:
+        raise ValueError("The evaluate stage decodes token ids and needs a token list (`data.token_list`).")
+    return TextTokenizer.from_stream(stream)
+
+
+@torch.no_grad()
+def evaluate(cfg: DictConfig, config_dir: Path, model_file: Path, plan: DataPlan) -> list[SplitScore]:
     from espnet3.export import load_model_state
     from espnet3.utils.task_utils import build_model
 
-    data = DataSpec.from_config(cfg.data)
-    if not data.test:
+    if not plan.data.test:
         raise ValueError("`data.test` names no evaluation split; add e.g. `data.test: {test: data/digits/test}`.")
     model = build_model(cfg, config_dir)
     _check_decodable(model)
     model.load_state_dict(load_model_state(model_file))
     model.eval()
-    tokenizer = TextTokenizer.from_spec(data)
+    tokenizer = _tokenizer(plan)
     scores = []
-    for split in data.test:
+    for split in plan.data.test:
         out_dir = Path(cfg.exp_dir) / "evaluate" / split
         out_dir.mkdir(parents=True, exist_ok=True)
         char_err = char_total = word_err = word_total = 0
         lines = []
-        for ids, batch in build_dataloader(cfg, split):
+        for ids, batch in plan.dataloader(split):
             encoded, lengths = model.encode(batch["speech"], batch["speech_lengths"])
             best = model.ctc.argmax(encoded)
             for i, utt in enumerate(ids):
@@ -83,12 +90,10 @@ def evaluate(cfg: DictConfig, config_dir: Path, model_file: Path) -> list[SplitS
                 word_total += len(ref.split())
                 lines.append((utt, ref, hyp))
         lines.sort()
-        (out_dir / "hyp.txt").write_text("".join(f"{u} {h}\n" for u, _, h in lines))
-        (out_dir / "ref.txt").write_text("".join(f"{u} {r}\n" for u, r, _ in lines))
+        atomic_write(out_dir / "hyp.txt", "".join(f"{u} {h}\n" for u, _, h in lines))
+        atomic_write(out_dir / "ref.txt", "".join(f"{u} {r}\n" for u, r, _ in lines))
         score = SplitScore(split, char_err / max(char_total, 1), word_err / max(word_total, 1), len(lines))
-        (out_dir / "metrics.json").write_text(
-            json.dumps({k: v for k, v in asdict(score).items() if k != "split"}, indent=2) + "\n"
-        )
+        atomic_write_json(out_dir / "metrics.json", {k: v for k, v in asdict(score).items() if k != "split"})
         scores.append(score)
     return scores
 

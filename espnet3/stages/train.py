@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,7 +9,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from espnet3.data.plan import DataPlan
 from espnet3.orchestration.launch_spec import LaunchSpec
+from espnet3.utils.atomic import atomic_write_json
 
 FAULT_INJECTION_ENV = "ESPNET3_FAULT_INJECTION"
 
@@ -42,9 +43,11 @@ class TrainOutcome:
     metrics: dict
 
 
-def build_torch_trainer(cfg: DictConfig, spec: LaunchSpec, config_dir: Path, callbacks: Sequence = ()):
-    """The Ray Train run of ``cfg``; ``callbacks`` (Ray ``UserCallback``s) let a Tune trial
-    forward its reports to Tune."""
+def build_torch_trainer(
+    cfg: DictConfig, spec: LaunchSpec, config_dir: Path, plan: DataPlan, callbacks: Sequence = ()
+):
+    """The Ray Train run of ``cfg`` over the data of ``plan``; ``callbacks`` (Ray ``UserCallback``s)
+    let a Tune trial forward its reports to Tune."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -57,6 +60,7 @@ def build_torch_trainer(cfg: DictConfig, spec: LaunchSpec, config_dir: Path, cal
         train_loop_per_worker,
         train_loop_config={
             "cfg": OmegaConf.to_container(cfg, resolve=True),
+            "data_plan": plan,
             "config_dir": str(config_dir),
             "use_gpu": spec.use_gpu,
             "cpus_per_worker": spec.cpus_per_worker,
@@ -83,13 +87,13 @@ def build_torch_trainer(cfg: DictConfig, spec: LaunchSpec, config_dir: Path, cal
     )
 
 
-def run_train(cfg: DictConfig, spec: LaunchSpec, config_dir: Path) -> TrainOutcome:
+def run_train(cfg: DictConfig, spec: LaunchSpec, config_dir: Path, plan: DataPlan) -> TrainOutcome:
     from espnet3.export import average_checkpoints, write_espnet2_config
     from espnet3.orchestration.callbacks import CHECKPOINT_NAME
 
     exp_dir = Path(cfg.exp_dir).resolve()
     criterion = BestCriterion.from_config(cfg)
-    result = build_torch_trainer(cfg, spec, config_dir).fit()
+    result = build_torch_trainer(cfg, spec, config_dir, plan).fit()
     scored = [(ckpt, m) for ckpt, m in result.best_checkpoints if criterion.metric in m]
     if not scored:
         raise RuntimeError(
@@ -100,13 +104,13 @@ def run_train(cfg: DictConfig, spec: LaunchSpec, config_dir: Path) -> TrainOutco
     best = [Path(ckpt.to_directory()) / CHECKPOINT_NAME for ckpt, _ in scored[: criterion.keep]]
     averaged = average_checkpoints(best, exp_dir / criterion.averaged_name)
     last = average_checkpoints([Path(result.checkpoint.to_directory()) / CHECKPOINT_NAME], exp_dir / "last.pth")
-    if cfg.get("task"):
-        write_espnet2_config(cfg, exp_dir)
-    (exp_dir / "train_result.json").write_text(json.dumps({
+    if plan.preprocess.task is not None:
+        write_espnet2_config(plan.preprocess, exp_dir, seed=int(cfg.seed))
+    atomic_write_json(exp_dir / "train_result.json", {
         "metrics": dict(result.metrics or {}),
         "best_checkpoints": [{"path": ckpt.path, criterion.metric: m[criterion.metric]} for ckpt, m in scored],
         "averaged_model": str(averaged),
         "last_model": str(last),
-    }, indent=2) + "\n")
+    })
     print(f"[espnet3] averaged {len(best)} best checkpoints by {criterion.metric} -> {averaged}")
     return TrainOutcome(exp_dir=exp_dir, averaged_model=averaged, last_model=last, metrics=dict(result.metrics or {}))

@@ -53,7 +53,7 @@ def trial_launch(sweep: SweepSpec, spec: LaunchSpec) -> LaunchSpec:
 
 def shared_config(sweep: SweepSpec) -> DictConfig:
     """The base config with absolute paths and the derived files pinned to ``output_dir/shared``."""
-    from espnet3.launch import absolutize
+    from espnet3.orchestration.preparation import absolutize
 
     cfg = OmegaConf.create(OmegaConf.to_container(sweep.base, resolve=False))
     cfg.exp_dir = str((sweep.output_dir / "shared").resolve())
@@ -127,8 +127,8 @@ def build_tuner(sweep: SweepSpec, plan: TrialPlan, resume: bool):
 
 
 def report(grid, sweep: SweepSpec) -> int:
-    from espnet3.launch import absolutize
     from espnet3.config.save import save_config
+    from espnet3.orchestration.preparation import absolutize
     from espnet3.sweep.results import format_table, plot_metric, trial_rows, write_csv
     from espnet3.sweep.space import apply_params
 
@@ -153,8 +153,8 @@ def report(grid, sweep: SweepSpec) -> int:
 
 
 def run(spec: LaunchSpec, sweep: SweepSpec) -> int:
-    from espnet3.launch import default_stages, prepare_data, stats_model_factory
     from espnet3.orchestration.cluster import connect
+    from espnet3.orchestration.preparation import default_stages, prepare_data, stats_model_factory
     from espnet3.utils.task_utils import build_model
 
     launch = trial_launch(sweep, spec)
@@ -163,20 +163,23 @@ def run(spec: LaunchSpec, sweep: SweepSpec) -> int:
     if spec.dry_run:
         return 0
     cfg = shared_config(sweep)
-    prepare_data(cfg)
+    stages = [s for s in default_stages(cfg) if s != "evaluate"]
+    data_plan = prepare_data(cfg, stages)
     connect(launch, sweep.max_concurrent_trials)
     try:
         check_cluster_fits(sweep, launch)
     except SweepError as exc:
         print(f"espnet3.launch: error: {exc}", file=sys.stderr)
         return 2
-    if "collect_stats" in default_stages(cfg):
+    data_plan.prepare_shapes(["train", "valid"], parallel=True)
+    if "collect_stats" in stages:
         from espnet3.stages.collect_stats import collect_stats
 
-        collect_stats(stats_model_factory(cfg), cfg)
+        collect_stats(stats_model_factory(cfg), cfg.model, data_plan)
     build_model(cfg, sweep.config_dir)  # fail here, not in every trial
     plan = TrialPlan(
         base=OmegaConf.to_container(cfg, resolve=False), space=sweep.space, source=sweep.source,
         trials_dir=(sweep.output_dir / "trials").resolve(), launch=launch, config_dir=sweep.config_dir,
+        data=data_plan,
     )
     return report(build_tuner(sweep, plan, spec.resume).fit(), sweep)

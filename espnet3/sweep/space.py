@@ -31,7 +31,7 @@ DISTRIBUTIONS = {
 
 # Keys prepared once for the whole sweep (corpus, token list, feature statistics) or
 # set per trial by the sweep itself: searching them would give trials stale artefacts.
-FIXED_PREFIXES = ("name", "exp_dir", "stats_dir", "data")
+FIXED_PREFIXES = ("name", "exp_dir", "stats_dir", "data", "preprocessor")
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,14 @@ fits its own ``TorchTrainer`` and forwards rank 0's reports to Tune.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from espnet3.data.loader import LoaderSpec
+from espnet3.data.plan import DataPlan
 from espnet3.orchestration.launch_spec import LaunchSpec
 from espnet3.sweep.space import Dimension, apply_params
 
@@ -32,6 +34,7 @@ class TrialPlan:
         trials_dir: each trial's Ray Train run is ``trials_dir/<trial id>``.
         launch: workers, CPUs and GPUs of one trial's Ray Train run.
         config_dir: where a ``_target_`` model's code is imported from.
+        data: the data plan prepared once for all trials (a trial may change its batching).
     """
 
     base: dict
@@ -40,6 +43,7 @@ class TrialPlan:
     trials_dir: Path
     launch: LaunchSpec
     config_dir: Path
+    data: DataPlan
 
     def trial_config(self, params: dict[str, Any], trial_id: str) -> DictConfig:
         return apply_params(
@@ -58,7 +62,8 @@ def run_trial(params: dict[str, Any], plan: TrialPlan) -> None:
     # The Train run is named after the trial, so a restored sweep resumes the same run.
     cfg = plan.trial_config(params, ray.tune.get_context().get_trial_id())
     save_config(cfg, Path(cfg.exp_dir) / "train.yaml")
-    build_torch_trainer(cfg, plan.launch, plan.config_dir, callbacks=[TuneReportCallback()]).fit()
+    data = replace(plan.data, loader=LoaderSpec.from_config(cfg.dataloader))
+    build_torch_trainer(cfg, plan.launch, plan.config_dir, data, callbacks=[TuneReportCallback()]).fit()
 
 
 def trial_dirname(trial) -> str:

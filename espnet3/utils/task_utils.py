@@ -80,10 +80,22 @@ def _check_task_class(cls: Any, task: str) -> type:
 
 
 @functools.lru_cache(maxsize=None)
+def _parser(task_cls: type):
+    # get_parser reads sys.argv for its defaults; pytest's or the launcher's flags would leak in.
+    with mock.patch.object(sys, "argv", ["espnet3"]):
+        return task_cls.get_parser()
+
+
+@functools.lru_cache(maxsize=None)
 def _default_config(task_cls: type) -> dict[str, Any]:
-    # get_default_config parses sys.argv; pytest's or the launcher's flags would leak in.
-    with mock.patch.object(sys, "argv", [sys.argv[0] if sys.argv else "espnet3"]):
-        return task_cls.get_default_config()
+    """What ESPnet2's training entry point gets for options a config leaves out: the parser defaults.
+
+    Not ``get_default_config()``: that one fills every ``<choice>_conf`` and ``model_conf`` with
+    the class signature's defaults (for ``--print_config``), which then collide with the keyword
+    arguments ``build_model`` passes itself (MT's ``src_vocab_size``, ST's preprocessor ``text_name``).
+    """
+    parser = _parser(task_cls)
+    return {a.dest: parser.get_default(a.dest) for a in parser._actions if a.dest not in ("help", "config")}
 
 
 def default_config(task_cls: type) -> dict[str, Any]:
@@ -93,8 +105,7 @@ def default_config(task_cls: type) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=None)
 def _group_keys(task_cls: type, description: str) -> tuple[str, ...]:
-    with mock.patch.object(sys, "argv", ["espnet3"]):
-        parser = task_cls.get_parser()
+    parser = _parser(task_cls)
     choices = {c.name for c in task_cls.class_choices_list}
     choices |= {f"{name}_conf" for name in choices}
     keys = (
@@ -106,9 +117,34 @@ def _group_keys(task_cls: type, description: str) -> tuple[str, ...]:
     return tuple(k for k in keys if k not in choices)
 
 
+# Preprocessing options ESPnet2 tasks add outside their "Preprocess related" group.
+UNGROUPED_PREPROCESS_KEYS = (
+    "non_linguistic_symbols", "cleaner", "g2p", "src_g2p", "tokenizer_encode_conf", "src_tokenizer_encode_conf",
+)
+# The class choice of the task's AbsPreprocessor (asr, enh, st, spk, lid, ...).
+PREPROCESSOR_CHOICE = "preprocessor"
+
+
+def _choice_names(task_cls: type) -> set[str]:
+    return {c.name for c in task_cls.class_choices_list}
+
+
+@functools.lru_cache(maxsize=None)
 def preprocess_keys(task_cls: type) -> tuple[str, ...]:
-    """The task's preprocessing options (token_type, cleaner, ...), without class choices."""
-    return _group_keys(task_cls, "Preprocess related")
+    """Every key a train.yaml ``preprocessor:`` block may hold for this task.
+
+    The task's "Preprocess related" options (token_type, cleaner, g2p, rir_scp, ...), the ones
+    ESPnet2 adds outside that group, the token lists the preprocessor tokenizes with
+    (``token_list``, ``src_token_list``, ...) and the ``preprocessor``/``preprocessor_conf``
+    class choice.
+    """
+    known = set(_default_config(task_cls))
+    keys = list(_group_keys(task_cls, "Preprocess related"))
+    keys += [k for k in UNGROUPED_PREPROCESS_KEYS if k in known]
+    keys += [k for k in known if k.endswith("token_list")]
+    if PREPROCESSOR_CHOICE in _choice_names(task_cls):
+        keys += [PREPROCESSOR_CHOICE, f"{PREPROCESSOR_CHOICE}_conf"]
+    return tuple(dict.fromkeys(keys))
 
 
 @functools.lru_cache(maxsize=None)
@@ -116,73 +152,125 @@ def model_keys(task_cls: type) -> tuple[str, ...]:
     """The options that define an ESPnet2 task's network: its task options and class choices.
 
     ESPnet2 puts these in the argument groups each task adds itself; the rest of its
-    parser (trainer, batching, distributed) is espnet3's business, not the model's.
+    parser (trainer, batching, distributed) is espnet3's business, not the model's, and
+    the preprocessor class choice belongs to the ``preprocessor:`` block.
     """
     keys = list(_group_keys(task_cls, "Task related"))
     for choices in task_cls.class_choices_list:
-        keys += [choices.name, f"{choices.name}_conf"]
+        if choices.name != PREPROCESSOR_CHOICE:
+            keys += [choices.name, f"{choices.name}_conf"]
     known = set(_default_config(task_cls))
     return tuple(dict.fromkeys(k for k in keys if k in known))
 
 
-def model_block_keys(task_cls: type) -> tuple[str, ...]:
-    """Every key a train.yaml model block may hold for this task."""
-    return model_keys(task_cls) + preprocess_keys(task_cls)
+def _to_plain(block: Mapping[str, Any] | DictConfig | None, what: str) -> dict[str, Any]:
+    if block is None:
+        return {}
+    if isinstance(block, DictConfig):
+        return OmegaConf.to_container(block, resolve=True)
+    if isinstance(block, Mapping):
+        return copy.deepcopy(dict(block))
+    raise TypeError(f"the {what} block must be a mapping, got {type(block).__name__}")
 
 
-def _to_plain(model_config: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
-    if isinstance(model_config, DictConfig):
-        return OmegaConf.to_container(model_config, resolve=True)
-    if isinstance(model_config, Mapping):
-        return copy.deepcopy(dict(model_config))
-    raise TypeError(f"the model block must be a mapping, got {type(model_config).__name__}")
-
-
-def _read_token_list(token_list: Any) -> list[str] | None:
+def _read_token_list(key: str, token_list: Any) -> list[str] | None:
     if token_list is None or isinstance(token_list, list):
         return token_list
     if isinstance(token_list, (str, Path)):
         path = Path(token_list)
         if not path.is_file():
             raise ValueError(
-                f"`model.token_list` is {str(token_list)!r}, which is not a file. Run the data "
-                "stage that writes `data.token_list`, or give the tokens as a YAML list."
+                f"`{key}` is {str(token_list)!r}, which is not a file. Let the launcher write it from "
+                "the training text (`data.token_list`), or give the tokens as a YAML list."
             )
         with path.open(encoding="utf-8") as f:
             tokens = [line.rstrip() for line in f]
         while tokens and not tokens[-1]:
             tokens.pop()
         return tokens
-    raise TypeError(f"`model.token_list` must be a file path or a list, got {token_list!r}")
+    raise TypeError(f"`{key}` must be a file path or a list, got {token_list!r}")
 
 
-def task_model_args(task: str | type, model_config: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
-    """The task's default config updated with the model block, as ``build_model`` reads it.
+def check_task_blocks(
+    task: str | type,
+    model_config: Mapping[str, Any] | DictConfig | None,
+    preprocessor_config: Mapping[str, Any] | DictConfig | None = None,
+) -> type:
+    """Check the keys of the ``model:`` and ``preprocessor:`` blocks against the task; return the task class.
 
-    ESPnet2 spellings are normalised on the way: ``"none"`` means None, ``token_list`` may
-    be a file, and ``freeze_param`` is dropped (the Lightning module applies it).
+    Only keys: nothing is read from disk, so this runs before any data exists.
     """
     task_cls = resolve_task(task)
-    block = _to_plain(model_config)
-    block.pop(FREEZE_PARAM_KEY, None)
-    valid = model_block_keys(task_cls)
-    for key in block:
-        if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f" Did you mean `model.{close[0]}`?" if close else ""
+    where = f"{task_cls.__module__}.{task_cls.__name__}"
+    network, preprocess = model_keys(task_cls), preprocess_keys(task_cls)
+    model = _to_plain(model_config, "model")
+    model.pop(FREEZE_PARAM_KEY, None)
+    for key in model:
+        if key in network:
+            continue
+        if key in preprocess:
             raise ValueError(
-                f"`model.{key}` is not a model option of {task_cls.__module__}."
-                f"{task_cls.__name__}.{hint} Valid keys: {', '.join(valid)}."
+                f"`model.{key}` is a preprocessing option of {where}; move it to the `preprocessor:` "
+                f"block (`preprocessor.{key}`)."
             )
+        close = difflib.get_close_matches(str(key), network, n=1)
+        hint = f" Did you mean `model.{close[0]}`?" if close else ""
+        raise ValueError(
+            f"`model.{key}` is not a model option of {where}.{hint} Valid keys: {', '.join(network)}."
+        )
+    preprocessor = _to_plain(preprocessor_config, "preprocessor")
+    if "_target_" in preprocessor:
+        return task_cls
+    for key in preprocessor:
+        if key in preprocess:
+            continue
+        close = difflib.get_close_matches(str(key), preprocess, n=1)
+        hint = f" Did you mean `preprocessor.{close[0]}`?" if close else ""
+        raise ValueError(
+            f"`preprocessor.{key}` is not a preprocessing option of {where}.{hint} Valid keys: "
+            f"{', '.join(preprocess)} (or `_target_` for an AbsPreprocessor class)."
+        )
+    for key in set(model) & set(preprocessor):
+        if model[key] != preprocessor[key]:
+            raise ValueError(
+                f"`model.{key}` ({model[key]!r}) and `preprocessor.{key}` ({preprocessor[key]!r}) differ; "
+                "set it in one place."
+            )
+    return task_cls
+
+
+def task_args(
+    task: str | type,
+    model_config: Mapping[str, Any] | DictConfig | None,
+    preprocessor_config: Mapping[str, Any] | DictConfig | None = None,
+    preprocessor_defaults: Mapping[str, Any] | None = None,
+    read_token_lists: bool = True,
+) -> dict[str, Any]:
+    """The ESPnet2 ``args`` of a run: the task's defaults updated with both blocks.
+
+    ESPnet2 builds the model, the preprocessor and the collate function from one
+    Namespace; so does espnet3. ``preprocessor_defaults`` (from ``data.token_*``) fill
+    preprocessing options neither block sets. ESPnet2 spellings are normalised on the
+    way: ``"none"`` means None, token lists may be files (read here unless
+    ``read_token_lists`` is false: before they are written), ``freeze_param`` is dropped
+    (the Lightning module applies it).
+    """
+    task_cls = check_task_blocks(task, model_config, preprocessor_config)
+    model = _to_plain(model_config, "model")
+    preprocessor = _to_plain(preprocessor_config, "preprocessor")
+    block = {k: v for k, v in (preprocessor_defaults or {}).items() if k in preprocess_keys(task_cls)}
+    block.update(model)
+    if "_target_" not in preprocessor:
+        block.update(preprocessor)
+    block.pop(FREEZE_PARAM_KEY, None)
     for key, value in block.items():
         if isinstance(value, str) and value.lower() == "none":
             block[key] = None
-    if "token_list" in block:
-        block["token_list"] = _read_token_list(block["token_list"])
+    for key in [k for k in block if k.endswith("token_list") and read_token_lists]:
+        block[key] = _read_token_list(f"model.{key}" if key in model else f"preprocessor.{key}", block[key])
 
     args = default_config(task_cls)
-    for choices in task_cls.class_choices_list:
-        name = choices.name
+    for name in _choice_names(task_cls):
         # The default `<name>_conf` holds the default class's kwargs; handing them to the
         # class the user picked instead would fail with an unexpected-keyword error.
         if name in block and block[name] != args.get(name) and f"{name}_conf" not in block:
@@ -191,16 +279,21 @@ def task_model_args(task: str | type, model_config: Mapping[str, Any] | DictConf
     return args
 
 
-def get_espnet_model(task: str | type, model_config: Mapping[str, Any] | DictConfig) -> torch.nn.Module:
+def get_espnet_model(
+    task: str | type,
+    model_config: Mapping[str, Any] | DictConfig,
+    preprocessor_config: Mapping[str, Any] | DictConfig | None = None,
+) -> torch.nn.Module:
     """Build an ESPnet2 task's model from a train.yaml model block.
 
     Args:
         task: recipe name (``asr1``) or dotted task class path
             (``espnet2.tasks.asr.ASRTask``, ``espnet3.systems.asr.task.ASRTask``).
         model_config: the ``model`` block; not modified.
+        preprocessor_config: the ``preprocessor`` block, part of the same ESPnet2 args.
     """
     task_cls = resolve_task(task)
-    args = task_model_args(task_cls, model_config)
+    args = task_args(task_cls, model_config, preprocessor_config)
     return task_cls.build_model(argparse.Namespace(**args))
 
 
@@ -241,13 +334,13 @@ def build_model(cfg: DictConfig, config_dir: str | Path | None = None) -> torch.
     if config_dir is not None:
         make_importable(config_dir)
     if cfg.get("task"):
-        return get_espnet_model(cfg.task, cfg.model)
+        return get_espnet_model(cfg.task, cfg.model, cfg.get("preprocessor"))
     return instantiate_model(cfg.model)
 
 
 def instantiate_model(model_config: Mapping[str, Any] | DictConfig) -> torch.nn.Module:
     """Build a ``model: {_target_: pkg.Class, ...}`` block (minus ``freeze_param``)."""
-    block = _to_plain(model_config)
+    block = _to_plain(model_config, "model")
     if "_target_" not in block:
         raise ValueError(
             "Neither `task` nor `model._target_` is set; add `task: asr1` or "

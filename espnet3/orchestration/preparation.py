@@ -1,0 +1,99 @@
+"""What the launcher does before training: absolute paths, stages, the corpus and the data plan.
+
+Shared by a single run (:mod:`espnet3.launch`) and a sweep (:mod:`espnet3.sweep.runner`), which
+both prepare data once on the driver so that workers (and concurrent trials) never race to write it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from espnet3.data.plan import DataPlan, build_data_plan
+
+# Keys holding paths that Ray workers (which do not run in the launcher's directory) read.
+PATH_KEYS = ("exp_dir", "stats_dir", "data.token_list", "data.bpemodel")
+
+
+def absolutize(cfg: DictConfig) -> None:
+    """Make path keys and data paths absolute, so a saved config works from any directory.
+
+    Ray workers do not run in the launcher's directory either. ``${...}`` interpolations are
+    left alone (``${exp_dir}/stats`` follows the key it starts from).
+    """
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    for key in PATH_KEYS:
+        node = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+        value = raw
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if node is None or (isinstance(value, str) and value.startswith("${")):
+            continue
+        OmegaConf.update(cfg, key, str(Path(node).resolve()))
+    data = raw.get("data") or {}
+    for split in ("train", "valid"):
+        if split in data:
+            cfg.data[split] = _absolute_source(data[split])
+    for name, source in (data.get("test") or {}).items():
+        cfg.data.test[name] = _absolute_source(source)
+
+
+def _absolute_source(source):
+    """A split's data with absolute paths: a directory, or the path of every [path, name, type] triple."""
+    if isinstance(source, str) and not source.startswith("${"):
+        return str(Path(source).resolve())
+    if isinstance(source, list):
+        fixed = []
+        for entry in source:
+            parts = entry.split(",") if isinstance(entry, str) else entry
+            if isinstance(parts, list) and len(parts) == 3 and isinstance(parts[0], str) and not parts[0].startswith("${"):
+                parts = [str(Path(parts[0].strip()).resolve()), *parts[1:]]
+            fixed.append(parts)
+        return fixed
+    return source
+
+
+def default_stages(cfg: DictConfig) -> list[str]:
+    stages = []
+    if cfg.get("task") and str((cfg.get("model") or {}).get("normalize")) == "global_mvn":
+        stages.append("collect_stats")
+    stages.append("train")
+    if cfg.data.get("test"):
+        stages.append("evaluate")
+    return stages
+
+
+def splits_for(cfg: DictConfig, stages: Sequence[str]) -> list[str]:
+    """The data splits the stages read: train/valid to train, the test splits to evaluate."""
+    splits = []
+    if {"collect_stats", "train"} & set(stages):
+        splits += ["train", "valid"]
+    if "evaluate" in stages:
+        splits += list(cfg.data.get("test") or {})
+    return splits
+
+
+def make_corpus(cfg: DictConfig) -> None:
+    """Synthesise the digits corpus a config asks for (``data.digits``) unless it is already there."""
+    if not cfg.data.get("digits"):
+        return
+    from espnet3.data.digits import generate_corpus
+
+    root = Path(str(cfg.data.train)).parent
+    generate_corpus(root, **OmegaConf.to_container(cfg.data.digits, resolve=True))
+
+
+def prepare_data(cfg: DictConfig, stages: Sequence[str]) -> DataPlan:
+    """The corpus, the token lists and the checked data plan of ``cfg`` (see :mod:`espnet3.data.plan`)."""
+    make_corpus(cfg)
+    return build_data_plan(OmegaConf.to_container(cfg, resolve=True), splits=splits_for(cfg, stages))
+
+
+def stats_model_factory(cfg: DictConfig):
+    """A picklable ``model_cfg -> model`` for collect_stats' Ray tasks."""
+    from espnet3.utils.task_utils import get_espnet_model, instantiate_model
+
+    return functools.partial(get_espnet_model, str(cfg.task)) if cfg.get("task") else instantiate_model
