@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from espnet3.orchestration.launch_spec import STAGES, LaunchSpec
+from espnet3.orchestration.launch_spec import STAGE_ALIASES, STAGES, LaunchSpec
 
 EXIT_USAGE = 2
 
@@ -29,7 +29,9 @@ def parse_args(argv: list[str] | None = None) -> LaunchSpec:
     parser.add_argument("--num-workers", type=int, default=2, help="CPU workers when --num-gpus 0 (default 2)")
     parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs (and torch threads) per worker")
     parser.add_argument("--address", default=None, help="Ray cluster address (auto, ray://host:10001); default: RAY_ADDRESS or a new local cluster")
-    parser.add_argument("--stages", nargs="+", choices=STAGES, default=None, help="default: collect_stats (when normalize is global_mvn), train, evaluate")
+    parser.add_argument("--stages", nargs="+", choices=[*STAGES, *STAGE_ALIASES], default=None,
+                        help="default: collect_stats (when normalize is global_mvn), train, infer and measure "
+                        "(when data.test is set); evaluate = infer measure")
     parser.add_argument("--resume", action="store_true", help="continue the run already in exp_dir (with --sweep: the sweep in output_dir)")
     parser.add_argument("--dry-run", action="store_true", help="validate the config and print the plan; start nothing")
     parser.add_argument("overrides", nargs="*", help="config overrides: a.b=value, +new.key=value")
@@ -70,7 +72,17 @@ def preflight(spec: LaunchSpec) -> DictConfig:
     absolutize(cfg)
     spec.stages = spec.stages or default_stages(cfg)
     check_run_dir(cfg, spec)
+    if {"infer", "measure"} & set(spec.stages):
+        evaluation_plan(cfg)  # inference options and metrics checked now, not after training
     return cfg
+
+
+def evaluation_plan(cfg: DictConfig):
+    from espnet3.stages.evaluation import EvaluationPlan
+    from espnet3.stages.train import BestCriterion
+
+    averaged = Path(cfg.exp_dir) / BestCriterion.from_config(cfg).averaged_name
+    return EvaluationPlan.from_config(OmegaConf.to_container(cfg, resolve=True), averaged)
 
 
 def run(spec: LaunchSpec, cfg: DictConfig) -> int:
@@ -113,21 +125,41 @@ def run(spec: LaunchSpec, cfg: DictConfig) -> int:
             check = pool.submit(build_model, cfg, config_dir)  # needs the statistics
         check.result()
     save_config(cfg, exp_dir / "train.yaml")
-    from espnet3.stages.evaluate import evaluate, format_table
-    from espnet3.stages.train import BestCriterion, run_train
-
-    model_file = exp_dir / BestCriterion.from_config(cfg).averaged_name
     if "train" in spec.stages:
         from espnet3.orchestration.provenance import write_run_file
+        from espnet3.stages.train import run_train
 
         write_run_file(exp_dir, spec)
-        model_file = run_train(cfg, spec, config_dir, plan).averaged_model
-    if "evaluate" in spec.stages:
-        if not model_file.exists():
-            raise FileNotFoundError(f"No trained model at {model_file}; run the train stage first.")
-        print(format_table(evaluate(cfg, config_dir, model_file, plan), model_file), flush=True)
+        run_train(cfg, spec, config_dir, plan)
+    if {"infer", "measure"} & set(spec.stages):
+        run_evaluation(spec, evaluation_plan(cfg), plan)
     print(f"[espnet3] results in {exp_dir} (tensorboard --logdir {exp_dir / 'tensorboard'})", flush=True)
     return 0
+
+
+def run_evaluation(spec: LaunchSpec, evaluation, plan) -> None:
+    """The infer stage over every test split, then the measure stage and its table."""
+    tests = list(plan.data.test)
+    if "infer" in spec.stages:
+        from espnet3.stages.infer import infer
+
+        evaluation.check_model()
+        infer(
+            plan,
+            evaluation.system.inference_class(),
+            evaluation.model,
+            evaluation.inference,
+            evaluation.infer_dir,
+            splits=tests,
+            num_workers=evaluation.inference.num_workers or spec.world_size,
+            use_gpu=spec.use_gpu,
+            cpus_per_worker=spec.cpus_per_worker,
+        )
+    if "measure" in spec.stages:
+        from espnet3.stages.measure import format_table, measure
+
+        scores = measure(plan, evaluation.metrics(), evaluation.infer_dir, tests)
+        print(format_table(scores, f"Scores of {evaluation.model.model_file} -> {evaluation.infer_dir}"), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,6 +103,8 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("logging", "mapping"),
     FieldSpec("logging.tensorboard", "bool"),
     FieldSpec("logging.wandb", "mapping", nullable=True),
+    FieldSpec("inference", "mapping"),
+    FieldSpec("metrics", "list", nullable=True),
 )
 
 # Top-level blocks that must be mappings before merging: OmegaConf cannot merge a

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STAGES = ("collect_stats", "train", "evaluate")
+STAGES = ("collect_stats", "train", "infer", "measure")
+# `evaluate` (espnet3's earlier name) runs both test-set stages.
+STAGE_ALIASES = {"evaluate": ("infer", "measure")}
 
 
 @dataclass
@@ -32,7 +34,7 @@ class LaunchSpec:
     num_workers: int = 2
     cpus_per_worker: float = 1.0
     address: str | None = None
-    stages: list[str] = field(default_factory=lambda: ["collect_stats", "train", "evaluate"])
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
     resume: bool = False
     dry_run: bool = False
     overrides: list[str] = field(default_factory=list)
@@ -46,10 +48,11 @@ class LaunchSpec:
             raise ValueError(f"--num-workers must be >= 1; got {self.num_workers}.")
         if self.cpus_per_worker <= 0:
             raise ValueError(f"--cpus-per-worker must be > 0; got {self.cpus_per_worker}.")
-        unknown = [s for s in self.stages if s not in STAGES]
+        stages = [t for s in self.stages for t in STAGE_ALIASES.get(s, (s,))]
+        unknown = [s for s in stages if s not in STAGES]
         if unknown:
-            raise ValueError(f"Unknown stage(s) {unknown} in --stages; choose from {list(STAGES)}.")
-        self.stages = [s for s in STAGES if s in self.stages]
+            raise ValueError(f"Unknown stage(s) {unknown} in --stages; choose from {list(STAGES)} (or evaluate).")
+        self.stages = [s for s in STAGES if s in stages]
 
     @property
     def use_gpu(self) -> bool:

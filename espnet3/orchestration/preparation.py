@@ -62,16 +62,16 @@ def default_stages(cfg: DictConfig) -> list[str]:
         stages.append("collect_stats")
     stages.append("train")
     if cfg.data.get("test"):
-        stages.append("evaluate")
+        stages += ["infer", "measure"]
     return stages
 
 
 def splits_for(cfg: DictConfig, stages: Sequence[str]) -> list[str]:
-    """The data splits the stages read: train/valid to train, the test splits to evaluate."""
+    """The data splits the stages read: train/valid to train, the test splits to infer and measure."""
     splits = []
     if {"collect_stats", "train"} & set(stages):
         splits += ["train", "valid"]
-    if "evaluate" in stages:
+    if {"infer", "measure"} & set(stages):
         splits += list(cfg.data.get("test") or {})
     return splits
 

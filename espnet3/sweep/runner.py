@@ -163,7 +163,7 @@ def run(spec: LaunchSpec, sweep: SweepSpec) -> int:
     if spec.dry_run:
         return 0
     cfg = shared_config(sweep)
-    stages = [s for s in default_stages(cfg) if s != "evaluate"]
+    stages = [s for s in default_stages(cfg) if s in ("collect_stats", "train")]
     data_plan = prepare_data(cfg, stages)
     connect(launch, sweep.max_concurrent_trials)
     try:

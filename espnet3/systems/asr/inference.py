@@ -1,0 +1,101 @@
+"""ASR decoding: ESPnet2's ``Speech2Text`` beam search, or greedy CTC for speed.
+
+``inference.decoder: beam_search`` (default) runs ``espnet2.bin.asr_inference.Speech2Text``
+with the ``inference:`` options as its keyword arguments (``beam_size``, ``ctc_weight``,
+``lm_weight``, ``lm_train_config``/``lm_file``, ``nbest``, ...), one utterance per call as
+ESPnet2 does. ``decoder: greedy_ctc`` collapses the CTC argmax of a whole padded batch
+(``inference.batch_size`` utterances): no decoder, no LM, many times faster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from espnet3.systems.base.inference import Inference, Item, Output, TrainedModel
+from espnet3.utils.espnet2_imports import import_espnet2
+
+DECODERS = ("beam_search", "greedy_ctc")
+BLANK_ID = 0
+
+
+def greedy_ctc(best_path: torch.Tensor, length: int) -> list[int]:
+    """Collapse repeats, drop blanks."""
+    out, previous = [], None
+    for token in best_path[:length].tolist():
+        if token != previous and token != BLANK_ID:
+            out.append(token)
+        previous = token
+    return out
+
+
+class ASRInference(Inference):
+    espnet2_class = "espnet2.bin.asr_inference.Speech2Text"
+    own_options = ("decoder",)
+    outputs = (Output("text"), Output("token"), Output("token_int"), Output("score"))
+
+    def __init__(self, model: TrainedModel, options: dict[str, Any], device: str):
+        super().__init__(model, options, device)
+        self.decoder = self.options.get("decoder", "beam_search")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"`inference.decoder` must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
+        if self.decoder == "greedy_ctc":
+            self._build_greedy()
+        else:
+            speech2text = import_espnet2("espnet2.bin.asr_inference").Speech2Text
+            self.speech2text = speech2text(
+                asr_train_config=str(model.train_config),
+                asr_model_file=str(model.model_file),
+                device=device,
+                **self.class_options(),
+            )
+
+    def _build_greedy(self) -> None:
+        task = import_espnet2("espnet2.tasks.asr").ASRTask
+        self.asr_model, args = task.build_model_from_file(self.model.train_config, self.model.model_file, self.device)
+        self.asr_model.eval()
+        if getattr(self.asr_model, "ctc", None) is None:
+            raise TypeError("`inference.decoder: greedy_ctc` needs a model with a CTC branch (ctc_weight > 0)")
+        build_tokenizer = import_espnet2("espnet2.text.build_tokenizer").build_tokenizer
+        converter = import_espnet2("espnet2.text.token_id_converter").TokenIDConverter
+        self.converter = converter(args.token_list)
+        self.tokenizer = build_tokenizer(
+            token_type=args.token_type, bpemodel=args.bpemodel if args.token_type == "bpe" else None
+        )
+
+    @torch.no_grad()
+    def __call__(self, items: Sequence[Item]) -> list[dict[str, Any]]:
+        if self.decoder == "greedy_ctc":
+            return self._greedy(items)
+        results = []
+        for _, data in items:
+            text, token, token_int, hyp = self.speech2text(data["speech"])[0]
+            results.append({
+                "text": text or "",
+                "token": " ".join(token),
+                "token_int": " ".join(map(str, token_int)),
+                "score": float(hyp.score),
+            })
+        return results
+
+    def _greedy(self, items: Sequence[Item]) -> list[dict[str, Any]]:
+        speech = [torch.as_tensor(data["speech"], dtype=torch.float32) for _, data in items]
+        lengths = torch.tensor([len(s) for s in speech])
+        padded = torch.nn.utils.rnn.pad_sequence(speech, batch_first=True).to(self.device)
+        encoded, encoded_lengths = self.asr_model.encode(padded, lengths.to(self.device))
+        log_probs = self.asr_model.ctc.log_softmax(encoded)
+        best = log_probs.argmax(-1)
+        results = []
+        for i in range(len(items)):
+            ids = greedy_ctc(best[i], int(encoded_lengths[i]))
+            tokens = self.converter.ids2tokens(ids)
+            score = float(log_probs[i, : int(encoded_lengths[i])].max(-1).values.sum())
+            results.append({
+                "text": self.tokenizer.tokens2text(tokens),
+                "token": " ".join(tokens),
+                "token_int": " ".join(map(str, ids)),
+                "score": score,
+            })
+        return results

@@ -1,0 +1,119 @@
+"""The infer stage (sharded, resumable, on Ray workers) and the measure stage, on a tiny ASR model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from data_utils import make_digits_dirs, train_config, write_datadir
+from espnet3.data.plan import build_data_plan
+from espnet3.export import save_model_pth, write_espnet2_config
+from espnet3.stages.infer import STOP_AFTER_ENV, InferenceSpec, infer
+from espnet3.stages.measure import format_table, measure
+from espnet3.systems.asr.inference import ASRInference
+from espnet3.systems.asr.metrics import CER, WER
+from espnet3.systems.base.inference import TrainedModel
+from espnet3.utils.task_utils import get_espnet_model
+
+MODEL = {
+    "frontend_conf": {"n_fft": 128, "hop_length": 64, "n_mels": 16},
+    "normalize": "utterance_mvn",
+    "encoder": "transformer",
+    "encoder_conf": {"output_size": 16, "attention_heads": 2, "linear_units": 32, "num_blocks": 1},
+    "decoder": "transformer",
+    "decoder_conf": {"attention_heads": 2, "linear_units": 32, "num_blocks": 1},
+    "model_conf": {"ctc_weight": 0.5},
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A data plan with a 10-utterance test split and a random tiny ASR model exported as ESPnet2 files."""
+    root = tmp_path_factory.mktemp("infer")
+    dirs = make_digits_dirs(root, num_train=12, num_valid=4)
+    dirs["test"] = write_datadir(root / "test", [(f"t{k:02d}", 1600 + 400 * k, "ONE TWO") for k in range(10)])
+    cfg = {**train_config(root, dirs), "task": "asr1", "model": {**MODEL, "token_list": str(root / "tokens.txt")}}
+    plan = build_data_plan(cfg)
+    torch.manual_seed(0)
+    model = get_espnet_model("asr1", cfg["model"])
+    exp = root / "exp"
+    write_espnet2_config(plan.preprocess, exp, seed=0)
+    save_model_pth(model, exp / "model.pth")
+    return plan, TrainedModel(exp / "config.yaml", exp / "model.pth")
+
+
+def _lines(path):
+    return path.read_text().splitlines()
+
+
+def test_greedy_ctc_writes_espnet2_files_sorted_by_utterance(exported, tmp_path):
+    plan, model = exported
+    spec = InferenceSpec.from_config({"decoder": "greedy_ctc", "batch_size": 4, "shard_size": 3})
+    out = infer(plan, ASRInference, model, spec, tmp_path, splits=["test"])["test"]
+    for name in ("text", "token", "token_int", "score"):
+        assert [line.split()[0] for line in _lines(out / name)] == [f"t{k:02d}" for k in range(10)]
+    assert json.loads((out / "shards.json").read_text()) == {"num_shards": 4, "shard_size": 3}
+    # how utterances are cut into shards changes nothing (batches are cut inside a shard)
+    whole = InferenceSpec.from_config({"decoder": "greedy_ctc", "batch_size": 3, "shard_size": 12})
+    one = infer(plan, ASRInference, model, whole, tmp_path / "one", splits=["test"])["test"]
+    assert (one / "token_int").read_text() == (out / "token_int").read_text()
+
+
+def test_beam_search_passes_its_options_to_speech2text(exported, tmp_path):
+    plan, model = exported
+    spec = InferenceSpec.from_config({"beam_size": 2, "ctc_weight": 0.5, "maxlenratio": 0.5, "shard_size": 5})
+    out = infer(plan, ASRInference, model, spec, tmp_path, splits=["test"])["test"]
+    assert len(_lines(out / "text")) == 10
+    with pytest.raises(ValueError, match=r"`inference.beam_sise`.*did you mean `inference.beam_size`"):
+        ASRInference.check_options({"beam_sise": 3})
+
+
+def test_an_interrupted_infer_resumes_with_only_the_missing_shards(exported, tmp_path, monkeypatch, capsys):
+    plan, model = exported
+    spec = InferenceSpec.from_config({"decoder": "greedy_ctc", "shard_size": 2})
+    monkeypatch.setenv(STOP_AFTER_ENV, "2")
+    with pytest.raises(SystemExit):
+        infer(plan, ASRInference, model, spec, tmp_path, splits=["test"])
+    done = sorted(p.parent.name for p in (tmp_path / "test" / "shards").glob("*/done"))
+    assert len(done) == 2 and not (tmp_path / "test" / "text").exists()
+    stamps = {k: (tmp_path / "test" / "shards" / k / "text").stat().st_mtime_ns for k in done}
+    monkeypatch.delenv(STOP_AFTER_ENV)
+    capsys.readouterr()
+    out = infer(plan, ASRInference, model, spec, tmp_path, splits=["test"])["test"]
+    assert "10 utterances in 5 shards, 2 already done" in capsys.readouterr().out
+    assert {k: (tmp_path / "test" / "shards" / k / "text").stat().st_mtime_ns for k in done} == stamps
+    assert len(_lines(out / "text")) == 10
+
+
+def test_two_ray_workers_decode_what_one_process_decodes(exported, tmp_path, ray_cluster):
+    plan, model = exported
+    spec = InferenceSpec.from_config({"decoder": "greedy_ctc", "shard_size": 2})
+    local = infer(plan, ASRInference, model, spec, tmp_path / "local", splits=["test"])["test"]
+    ray_out = infer(plan, ASRInference, model, spec, tmp_path / "ray", splits=["test"], num_workers=2)["test"]
+    assert (ray_out / "token_int").read_text() == (local / "token_int").read_text()
+
+
+def test_measure_scores_each_split_and_writes_metrics_json(exported, tmp_path):
+    plan, _ = exported
+    out = tmp_path / "test"
+    out.mkdir()
+    (out / "text").write_text("".join(f"t{k:02d} {'ONE TWO' if k < 8 else 'ONE TOO'}\n" for k in range(10)))
+    scores = measure(plan, [CER(), WER()], tmp_path, ["test"])
+    assert scores["test"] == pytest.approx({"cer": 2 / 70, "wer": 2 / 20})  # one substitution each
+    assert json.loads((out / "metrics.json").read_text()) == pytest.approx(scores["test"])
+    assert "cer" in format_table(scores, "title") and "0.02857" in format_table(scores, "title")
+
+
+def test_error_rates_follow_espnet2_scoring():
+    refs = {"a": "HELLO WORLD", "b": "ONE"}
+    assert CER()({"a": "HELLO WORLD", "b": "ONE"}, refs) == {"cer": 0.0}
+    assert CER()({"a": "HELLOWORLD", "b": "ONE"}, refs) == {"cer": pytest.approx(1 / 14)}  # the space counts
+    assert WER()({"a": "HELLO", "b": "TWO"}, refs) == {"wer": pytest.approx(2 / 3)}
+    # the cleaner runs on the reference only, as in asr.sh: "Mr. Smith paid 5" -> "MISTER SMITH PAID FIVE"
+    cleaned = {"a": "MISTER SMITH PAID FIVE"}
+    assert WER(clean_types=["tacotron"])(cleaned, {"a": "Mr. Smith  paid 5"}) == {"wer": 0.0}
+    assert WER()(cleaned, {"a": "Mr. Smith  paid 5"}) == {"wer": 1.0}
+    with pytest.raises(ValueError, match="1 utterance.*no hypothesis.*'b'"):
+        WER()({"a": "HELLO"}, refs)
