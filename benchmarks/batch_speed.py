@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = np.linspace(0, len(sorted_batches) - 1, count).round().astype(int).tolist()
 
     L.seed_everything(int(cfg.seed), verbose=False)
-    model = build_model(cfg)
+    model = build_model(cfg, plan=plan)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg.optimizer.lr))
     collate = plan.preprocess.collate_fn(train=True)

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out.resolve()  # Ray workers do not run in this directory
     marks = {"process_start": args.t0 or T_MAIN, "main": T_MAIN}
 
-    from espnet3.launch import prepare_data, preflight
+    from espnet3.launch import preflight
+    from espnet3.orchestration.preparation import prepare_data
     from espnet3.orchestration.cluster import connect
     from espnet3.orchestration.launch_spec import LaunchSpec
     from espnet3.stages.train import build_torch_trainer
@@ -54,13 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     cfg = preflight(spec)
     config_dir = config_code_dir(spec.config)
-    prepare_data(cfg)
+    plan = prepare_data(cfg, spec.stages)
     marks["preflight_done"] = time.time()
     connect(spec)
     marks["ray_init_done"] = time.time()
-    build_model(cfg, config_dir)  # espnet3.launch.run builds the model once on the driver, too
+    build_model(cfg, config_dir, plan)  # espnet3.launch.run builds the model once on the driver, too
     marks["driver_model_built"] = time.time()
-    trainer = build_torch_trainer(cfg, spec, config_dir)
+    trainer = build_torch_trainer(cfg, spec, config_dir, plan)
     from benchmarks.probes import bench_train_loop
 
     trainer.train_loop_per_worker = bench_train_loop

@@ -87,7 +87,7 @@ def evaluation_plan(cfg: DictConfig):
 
 def run(spec: LaunchSpec, cfg: DictConfig) -> int:
     from espnet3.config.loader import save_config
-    from espnet3.orchestration.preparation import prepare_data, splits_for, stats_model_factory
+    from espnet3.orchestration.preparation import prepare_data, splits_for, stats_model
     from espnet3.utils.task_utils import build_model, config_code_dir, recipe_code
 
     config_dir = config_code_dir(spec.config)
@@ -114,15 +114,15 @@ def run(spec: LaunchSpec, cfg: DictConfig) -> int:
         # Building the model once here turns a bad model block into one clear error
         # before any worker starts; in a thread it overlaps Ray's start-up instead of
         # adding its ~6 s (mostly espnet2 imports) to the time to first step.
-        check = None if "collect_stats" in spec.stages else pool.submit(build_model, cfg, config_dir)
+        check = None if "collect_stats" in spec.stages else pool.submit(build_model, cfg, config_dir, plan)
         connect(spec, recipe_code=recipe_code(cfg, config_dir))
         plan.prepare_shapes(splits, parallel=True)
         if "collect_stats" in spec.stages:
             from espnet3.stages.collect_stats import collect_stats
 
-            stats_dir = collect_stats(stats_model_factory(cfg), cfg.model, plan)
+            stats_dir = collect_stats(*stats_model(cfg, plan), plan)
             print(f"[espnet3] feature statistics -> {stats_dir}", flush=True)
-            check = pool.submit(build_model, cfg, config_dir)  # needs the statistics
+            check = pool.submit(build_model, cfg, config_dir, plan)  # needs the statistics
         check.result()
     save_config(cfg, exp_dir / "train.yaml")
     if "train" in spec.stages:

@@ -106,14 +106,25 @@ def test_measure_scores_each_split_and_writes_metrics_json(exported, tmp_path):
     assert "cer" in format_table(scores, "title") and "0.02857" in format_table(scores, "title")
 
 
+def _score(metric, hyp, ref):
+    return metric.score({"hyp": hyp, "ref": ref})
+
+
 def test_error_rates_follow_espnet2_scoring():
     refs = {"a": "HELLO WORLD", "b": "ONE"}
-    assert CER()({"a": "HELLO WORLD", "b": "ONE"}, refs) == {"cer": 0.0}
-    assert CER()({"a": "HELLOWORLD", "b": "ONE"}, refs) == {"cer": pytest.approx(1 / 14)}  # the space counts
-    assert WER()({"a": "HELLO", "b": "TWO"}, refs) == {"wer": pytest.approx(2 / 3)}
+    assert _score(CER(), {"a": "HELLO WORLD", "b": "ONE"}, refs) == {"cer": 0.0}
+    assert _score(CER(), {"a": "HELLOWORLD", "b": "ONE"}, refs) == {"cer": pytest.approx(1 / 14)}  # the space counts
+    assert _score(WER(), {"a": "HELLO", "b": "TWO"}, refs) == {"wer": pytest.approx(2 / 3)}
     # the cleaner runs on the reference only, as in asr.sh: "Mr. Smith paid 5" -> "MISTER SMITH PAID FIVE"
     cleaned = {"a": "MISTER SMITH PAID FIVE"}
-    assert WER(clean_types=["tacotron"])(cleaned, {"a": "Mr. Smith  paid 5"}) == {"wer": 0.0}
-    assert WER()(cleaned, {"a": "Mr. Smith  paid 5"}) == {"wer": 1.0}
+    assert _score(WER(clean_types=["tacotron"]), cleaned, {"a": "Mr. Smith  paid 5"}) == {"wer": 0.0}
+    assert _score(WER(), cleaned, {"a": "Mr. Smith  paid 5"}) == {"wer": 1.0}
     with pytest.raises(ValueError, match="1 utterance.*no hypothesis.*'b'"):
-        WER()({"a": "HELLO"}, refs)
+        _score(WER(), {"a": "HELLO"}, refs)
+
+
+def test_metric_inputs_are_re_pointed_by_role_and_typos_are_named():
+    metric = CER(hyp_key="text_greedy", ref_key="dataset:transcript")
+    assert metric.inputs == {"hyp": "text_greedy", "ref": "dataset:transcript"}
+    with pytest.raises(TypeError, match="takes no argument 'hyp_kye'; its inputs are hyp_key, ref_key"):
+        CER(hyp_kye="text")

@@ -87,6 +87,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("model", "mapping"),
     FieldSpec("data", "mapping"),
     FieldSpec("data.digits", "mapping", nullable=True),
+    FieldSpec("data.synth", "mapping", nullable=True),
     FieldSpec("preprocessor", "mapping", nullable=True),
     FieldSpec("dataloader", "mapping"),
     FieldSpec("optimizer", "mapping", nullable=True),

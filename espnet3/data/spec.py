@@ -15,7 +15,7 @@ from espnet3.data.sources import SplitSource
 # Token types espnet3 can build a token list for from the training text (ESPnet2's
 # tokenize_text --write_vocabulary does the same for these).
 TOKEN_TYPES = ("char", "bpe", "word", "phn")
-_DATA_KEYS = ("train", "valid", "test", "token_type", "nbpe", "bpemodel", "token_list", "digits")
+_DATA_KEYS = ("train", "valid", "test", "token_type", "nbpe", "bpemodel", "token_list", "digits", "synth")
 
 
 def plain_mapping(section: Any, where: str, allowed: Sequence[str] | None = None) -> dict[str, Any]:
@@ -51,6 +51,8 @@ class DataSpec:
         bpemodel: Sentencepiece model path, trained from the training text if missing (``bpe``).
         token_list: ``tokens.txt`` path, written from the training text if missing.
         digits: Options for the synthetic digits corpus; read by the launcher, not here.
+        synth: Options for a synthetic task corpus (``espnet3.data.synth``: ``task``, ``dir``,
+            ``num_train``, ...); read by the launcher, not here.
     """
 
     train: SplitSource
@@ -61,6 +63,7 @@ class DataSpec:
     nbpe: int = 30
     bpemodel: Path | None = None
     digits: dict[str, Any] | None = None
+    synth: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.token_type not in TOKEN_TYPES:
@@ -75,6 +78,11 @@ class DataSpec:
                 )
         if isinstance(self.nbpe, bool) or not isinstance(self.nbpe, int) or self.nbpe < 1:
             raise DataError(f"`data.nbpe` must be a positive integer, got {self.nbpe!r}")
+        if self.synth is not None and not (isinstance(self.synth, Mapping) and {"task", "dir"} <= set(self.synth)):
+            raise DataError(
+                f"`data.synth` is {self.synth!r}; expected {{task: lid, dir: data/lid, num_train: ...}} "
+                "(see python -m espnet3.data.synth --help)"
+            )
         for name in self.test:
             if name in ("train", "valid"):
                 raise DataError(
@@ -108,6 +116,7 @@ class DataSpec:
             nbpe=raw.get("nbpe", 30),
             bpemodel=Path(bpemodel) if bpemodel else None,
             digits=raw.get("digits"),
+            synth=raw.get("synth"),
         )
 
     @property

@@ -77,13 +77,17 @@ def splits_for(cfg: DictConfig, stages: Sequence[str]) -> list[str]:
 
 
 def make_corpus(cfg: DictConfig) -> None:
-    """Synthesise the digits corpus a config asks for (``data.digits``) unless it is already there."""
-    if not cfg.data.get("digits"):
-        return
-    from espnet3.data.digits import generate_corpus
+    """Synthesise the corpus a config asks for (``data.digits``, ``data.synth``) unless it is already there."""
+    if cfg.data.get("digits"):
+        from espnet3.data.digits import generate_corpus
 
-    root = Path(str(cfg.data.train)).parent
-    generate_corpus(root, **OmegaConf.to_container(cfg.data.digits, resolve=True))
+        root = Path(str(cfg.data.train)).parent
+        generate_corpus(root, **OmegaConf.to_container(cfg.data.digits, resolve=True))
+    if cfg.data.get("synth"):
+        from espnet3.data.synth import generate
+
+        options = OmegaConf.to_container(cfg.data.synth, resolve=True)
+        generate(options.pop("task"), Path(options.pop("dir")), **options)
 
 
 def prepare_data(cfg: DictConfig, stages: Sequence[str]) -> DataPlan:
@@ -92,8 +96,14 @@ def prepare_data(cfg: DictConfig, stages: Sequence[str]) -> DataPlan:
     return build_data_plan(OmegaConf.to_container(cfg, resolve=True), splits=splits_for(cfg, stages))
 
 
-def stats_model_factory(cfg: DictConfig):
-    """A picklable ``model_cfg -> model`` for collect_stats' Ray tasks."""
-    from espnet3.utils.task_utils import get_espnet_model, instantiate_model
+def stats_model(cfg: DictConfig, plan: DataPlan):
+    """A picklable ``model_cfg -> model`` for collect_stats' Ray tasks, and the ``model_cfg``.
 
-    return functools.partial(get_espnet_model, str(cfg.task)) if cfg.get("task") else instantiate_model
+    Task models are built from the plan's ESPnet2 args (with the run's token lists), others
+    from their ``model._target_`` block.
+    """
+    from espnet3.utils.task_utils import build_task_model, instantiate_model
+
+    if cfg.get("task"):
+        return functools.partial(build_task_model, plan.preprocess.task), plan.preprocess.args
+    return instantiate_model, OmegaConf.to_container(cfg.model, resolve=True)

@@ -56,7 +56,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
 
-    model = build_model(OmegaConf.create(cfg), loop_config["config_dir"])
+    model = build_model(OmegaConf.create(cfg), loop_config["config_dir"], plan)
     module = ESPnetLightningModule(model, cfg)
     loader_options = dict(
         rank=rank,

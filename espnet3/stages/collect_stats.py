@@ -59,7 +59,7 @@ class FeatStats:
 
 
 def model_config_for_stats(model_cfg: Any) -> dict[str, Any]:
-    """A copy of the ``model:`` block with global normalisation switched off.
+    """A copy of the model's config (ESPnet2 args or a ``model:`` block) with global normalisation off.
 
     The ``normalize_conf.stats_file`` that global_mvn would load is what this stage writes, and
     ``collect_feats`` never normalises anyway. A copy, because upstream ESPnet3 edits the config in

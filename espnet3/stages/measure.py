@@ -11,30 +11,39 @@ from typing import Any
 
 from espnet3.data.checks import read_table
 from espnet3.data.plan import DataPlan
-from espnet3.systems.base.metric import Metric
+from espnet3.systems.base.metric import DATASET_PREFIX, Metric
 from espnet3.utils.atomic import atomic_write_json
 
 
-def reference_file(plan: DataPlan, split: str, ref_key: str) -> Path:
-    """The file holding ``ref_key`` for ``split``: a data stream's file, or a file beside the first one."""
+def dataset_file(plan: DataPlan, split: str, name: str) -> Path:
+    """The file behind ``dataset:<name>``: a data stream's file, or a file beside the split's first one."""
     source = plan.source(split)
     for triple in source.triples:
-        if triple.name == ref_key:
+        if triple.name == name:
             return triple.path
     if source.triples:
-        beside = source.triples[0].path.parent / ref_key
+        beside = source.triples[0].path.parent / name
         if beside.is_file():
             return beside
     names = ", ".join(t.name for t in source.triples) or "none"
     raise ValueError(
-        f"a metric needs the reference `{ref_key}` for split `{split}`, which is neither one of its data "
-        f"streams ({names}) nor a file beside its first data file; add it to `{source.key}` or set the "
-        "metric's `ref_key`"
+        f"a metric reads `{DATASET_PREFIX}{name}` for split `{split}`, which is neither one of its data "
+        f"streams ({names}) nor a file beside its first data file; add it to `{source.key}` or re-point "
+        "the metric's input"
     )
 
 
 def _table(path: Path) -> dict[str, str]:
-    return read_table(path, f"'<utt_id> <value>' lines", allow_empty_value=True)[0]
+    return read_table(path, "'<utt_id> <value>' lines", allow_empty_value=True)[0]
+
+
+def _source(plan: DataPlan, split: str, split_dir: Path, source: str, metric: Metric) -> Path:
+    if source.startswith(DATASET_PREFIX):
+        return dataset_file(plan, split, source.removeprefix(DATASET_PREFIX))
+    path = split_dir / source
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run the infer stage first (or re-point an input of {metric!r})")
+    return path
 
 
 def measure(plan: DataPlan, metrics: Sequence[Metric], infer_dir: Path, splits: Sequence[str]
@@ -45,13 +54,9 @@ def measure(plan: DataPlan, metrics: Sequence[Metric], infer_dir: Path, splits: 
         split_dir = infer_dir / split
         result: dict[str, float] = {}
         for metric in metrics:
-            hyp_file = split_dir / metric.hyp_key
-            if not hyp_file.is_file():
-                raise FileNotFoundError(
-                    f"{hyp_file} does not exist: run the infer stage first (or fix `hyp_key` of {metric!r})"
-                )
-            refs = _table(reference_file(plan, split, metric.ref_key)) if metric.ref_key else {}
-            result.update(metric(_table(hyp_file), refs))
+            tables = {role: _table(_source(plan, split, split_dir, source, metric))
+                      for role, source in metric.inputs.items()}
+            result.update(metric.score(tables))
         atomic_write_json(split_dir / "metrics.json", result)
         scores[split] = result
     return scores

@@ -154,7 +154,7 @@ def report(grid, sweep: SweepSpec) -> int:
 
 def run(spec: LaunchSpec, sweep: SweepSpec) -> int:
     from espnet3.orchestration.cluster import connect
-    from espnet3.orchestration.preparation import default_stages, prepare_data, stats_model_factory
+    from espnet3.orchestration.preparation import default_stages, prepare_data, stats_model
     from espnet3.utils.task_utils import build_model
 
     launch = trial_launch(sweep, spec)
@@ -175,8 +175,8 @@ def run(spec: LaunchSpec, sweep: SweepSpec) -> int:
     if "collect_stats" in stages:
         from espnet3.stages.collect_stats import collect_stats
 
-        collect_stats(stats_model_factory(cfg), cfg.model, data_plan)
-    build_model(cfg, sweep.config_dir)  # fail here, not in every trial
+        collect_stats(*stats_model(cfg, data_plan), data_plan)
+    build_model(cfg, sweep.config_dir, data_plan)  # fail here, not in every trial
     plan = TrialPlan(
         base=OmegaConf.to_container(cfg, resolve=False), space=sweep.space, source=sweep.source,
         trials_dir=(sweep.output_dir / "trials").resolve(), launch=launch, config_dir=sweep.config_dir,

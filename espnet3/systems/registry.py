@@ -31,10 +31,30 @@ def _metric(path: str, **options) -> dict:
     return {"_target_": path, **options}
 
 
+_ERROR_RATES = (_metric("espnet3.systems.asr.metrics.CER"), _metric("espnet3.systems.asr.metrics.WER"))
+_BLEU = (_metric("espnet3.systems.mt.metrics.BLEU"),)
+_TTS = System("espnet3.systems.tts.inference.TTSInference", (_metric("espnet3.systems.tts.metrics.MCD"),))
+
 SYSTEMS: dict[str, System] = {
-    "ASRTask": System(
-        "espnet3.systems.asr.inference.ASRInference",
-        (_metric("espnet3.systems.asr.metrics.CER"), _metric("espnet3.systems.asr.metrics.WER")),
+    "ASRTask": System("espnet3.systems.asr.inference.ASRInference", _ERROR_RATES),
+    "STTask": System("espnet3.systems.st.inference.STInference", _BLEU),
+    "MTTask": System("espnet3.systems.mt.inference.MTInference", _BLEU),
+    "LMTask": System("espnet3.systems.lm.inference.LMInference", (_metric("espnet3.systems.lm.metrics.Perplexity"),)),
+    "TTSTask": _TTS,
+    "GANTTSTask": _TTS,
+    "EnhancementTask": System(
+        "espnet3.systems.enh.inference.EnhInference", (_metric("espnet3.systems.enh.metrics.SISNRImprovement"),)
+    ),
+    "LIDTask": System(
+        "espnet3.systems.lid.inference.LIDInference",
+        (_metric("espnet3.systems.base.classification.Accuracy", ref_key="dataset:lid_labels"),),
+    ),
+    "SpeakerTask": System("espnet3.systems.spk.inference.SpeakerInference", (_metric("espnet3.systems.spk.metrics.EER"),)),
+    "CLSTask": System(
+        "espnet3.systems.cls.inference.CLSInference", (_metric("espnet3.systems.base.classification.Accuracy"),)
+    ),
+    "GANCodecTask": System(
+        "espnet3.systems.codec.inference.CodecInference", (_metric("espnet3.systems.codec.metrics.Resynthesis"),)
     ),
 }
 

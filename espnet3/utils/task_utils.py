@@ -292,9 +292,7 @@ def get_espnet_model(
         model_config: the ``model`` block; not modified.
         preprocessor_config: the ``preprocessor`` block, part of the same ESPnet2 args.
     """
-    task_cls = resolve_task(task)
-    args = task_args(task_cls, model_config, preprocessor_config)
-    return task_cls.build_model(argparse.Namespace(**args))
+    return build_task_model(task, task_args(task, model_config, preprocessor_config))
 
 
 def config_code_dir(config_path: str | Path) -> Path:
@@ -323,17 +321,26 @@ def make_importable(config_dir: str | Path) -> Path:
     return directory
 
 
-def build_model(cfg: DictConfig, config_dir: str | Path | None = None) -> torch.nn.Module:
+def build_task_model(task: str | type, args: Mapping[str, Any]) -> torch.nn.Module:
+    """``Task.build_model`` from complete ESPnet2 args (:func:`task_args`, or a data plan's); not modified."""
+    return resolve_task(task).build_model(argparse.Namespace(**copy.deepcopy(dict(args))))
+
+
+def build_model(cfg: DictConfig, config_dir: str | Path | None = None, plan: Any = None) -> torch.nn.Module:
     """Build the model of a loaded train.yaml: by ``task``, or by ``model._target_``.
 
     Args:
         cfg: a config from :func:`espnet3.config.load_config` (not modified).
         config_dir: directory of the config file; made importable first so recipe-local
             classes resolve. ``None`` leaves ``sys.path`` alone.
+        plan: the run's :class:`espnet3.data.plan.DataPlan`, whose ESPnet2 args (with the token
+            lists and token settings of ``data:``) build a task model as its data was prepared.
     """
     if config_dir is not None:
         make_importable(config_dir)
     if cfg.get("task"):
+        if plan is not None:
+            return build_task_model(plan.preprocess.task, plan.preprocess.args)
         return get_espnet_model(cfg.task, cfg.model, cfg.get("preprocessor"))
     return instantiate_model(cfg.model)
 

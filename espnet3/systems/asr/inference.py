@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from espnet3.systems.base.inference import Inference, Item, Output, TrainedModel
+from espnet3.systems.base.inference import Item
+from espnet3.systems.base.nbest import NBestInference
 from espnet3.utils.espnet2_imports import import_espnet2
 
 DECODERS = ("beam_search", "greedy_ctc")
@@ -31,26 +32,20 @@ def greedy_ctc(best_path: torch.Tensor, length: int) -> list[int]:
     return out
 
 
-class ASRInference(Inference):
+class ASRInference(NBestInference):
     espnet2_class = "espnet2.bin.asr_inference.Speech2Text"
     own_options = ("decoder",)
-    outputs = (Output("text"), Output("token"), Output("token_int"), Output("score"))
 
-    def __init__(self, model: TrainedModel, options: dict[str, Any], device: str):
-        super().__init__(model, options, device)
-        self.decoder = self.options.get("decoder", "beam_search")
-        if self.decoder not in DECODERS:
-            raise ValueError(f"`inference.decoder` must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
-        if self.decoder == "greedy_ctc":
-            self._build_greedy()
-        else:
-            speech2text = import_espnet2("espnet2.bin.asr_inference").Speech2Text
-            self.speech2text = speech2text(
-                asr_train_config=str(model.train_config),
-                asr_model_file=str(model.model_file),
-                device=device,
-                **self.class_options(),
+    def build_decoder(self):
+        self.decoder_type = self.options.get("decoder", "beam_search")
+        if self.decoder_type not in DECODERS:
+            raise ValueError(
+                f"`inference.decoder` must be one of {', '.join(DECODERS)}, got {self.decoder_type!r}"
             )
+        if self.decoder_type == "greedy_ctc":
+            self._build_greedy()
+            return None
+        return super().build_decoder()
 
     def _build_greedy(self) -> None:
         task = import_espnet2("espnet2.tasks.asr").ASRTask
@@ -67,18 +62,9 @@ class ASRInference(Inference):
 
     @torch.no_grad()
     def __call__(self, items: Sequence[Item]) -> list[dict[str, Any]]:
-        if self.decoder == "greedy_ctc":
+        if self.decoder_type == "greedy_ctc":
             return self._greedy(items)
-        results = []
-        for _, data in items:
-            text, token, token_int, hyp = self.speech2text(data["speech"])[0]
-            results.append({
-                "text": text or "",
-                "token": " ".join(token),
-                "token_int": " ".join(map(str, token_int)),
-                "score": float(hyp.score),
-            })
-        return results
+        return super().__call__(items)
 
     def _greedy(self, items: Sequence[Item]) -> list[dict[str, Any]]:
         speech = [torch.as_tensor(data["speech"], dtype=torch.float32) for _, data in items]
@@ -86,10 +72,10 @@ class ASRInference(Inference):
         padded = torch.nn.utils.rnn.pad_sequence(speech, batch_first=True).to(self.device)
         encoded, encoded_lengths = self.asr_model.encode(padded, lengths.to(self.device))
         log_probs = self.asr_model.ctc.log_softmax(encoded)
-        best = log_probs.argmax(-1)
+        best_path = log_probs.argmax(-1)
         results = []
         for i in range(len(items)):
-            ids = greedy_ctc(best[i], int(encoded_lengths[i]))
+            ids = greedy_ctc(best_path[i], int(encoded_lengths[i]))
             tokens = self.converter.ids2tokens(ids)
             score = float(log_probs[i, : int(encoded_lengths[i])].max(-1).values.sum())
             results.append({

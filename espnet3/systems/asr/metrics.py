@@ -10,29 +10,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from espnet3.systems.base.metric import Metric, aligned
+from espnet3.systems.base.metric import Metric, Table, aligned
 from espnet3.utils.espnet2_imports import import_espnet2
 
 
 class _ErrorRate(Metric):
     name = ""
 
-    def __init__(self, clean_types: Sequence[str] | None = None, hyp_key: str | None = None,
-                 ref_key: str | None = None):
-        super().__init__(hyp_key, ref_key)
+    def __init__(self, clean_types: Sequence[str] | None = None, **keys: str):
+        super().__init__(**keys)
         self.clean_types = list(clean_types or [])
 
     def _units(self, text: str) -> list[str]:
         raise NotImplementedError
 
-    def __call__(self, hyps: Mapping[str, str], refs: Mapping[str, str]) -> dict[str, float]:
+    def score(self, tables: Mapping[str, Table]) -> dict[str, float]:
         import editdistance
 
         cleaner = None
         if self.clean_types:
             cleaner = import_espnet2("espnet2.text.cleaner").TextCleaner(self.clean_types)
         errors = total = 0
-        for _, hyp, ref in aligned(hyps, refs, "hypothesis"):
+        for _, hyp, ref in aligned(tables["hyp"], tables["ref"], "hypothesis"):
             ref_units = self._units(cleaner(ref) if cleaner else ref)
             errors += editdistance.eval(self._units(hyp), ref_units)
             total += len(ref_units)
