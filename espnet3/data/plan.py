@@ -59,15 +59,22 @@ class DataPlan:
         """The split's shape files (computed on first use; see :mod:`espnet3.data.shapes`)."""
         source = self.source(split)
         shapes = ensure_shapes(
-            source, self.preprocess, self.stats_dir / split, parallel=parallel, defer_large=defer_large, log=log
+            source, self.preprocess, self.stats_dir / split, train=self.training_preprocess(split),
+            parallel=parallel, defer_large=defer_large, log=log,
         )
         if shapes is not None and source.target is not None:
             _check_required(self.preprocess, split, source, shapes.names)
         return shapes
 
+    def training_preprocess(self, split: str) -> bool:
+        """Whether ``split`` is loaded with the training-time preprocessor: ``train``, and ``valid``
+        with ``data.valid_preprocess: train``."""
+        return split == "train" or (split == "valid" and self.data.valid_preprocess == "train")
+
     def dataset(self, split: str, train: bool | None = None):
-        """``dataset[utt_id] -> (utt_id, arrays)``; training-time preprocessing only for ``train``."""
-        train = split == "train" if train is None else train
+        """``dataset[utt_id] -> (utt_id, arrays)``; ``train`` (default: :meth:`training_preprocess`)
+        picks the training-time preprocessor (augmentation, random crops)."""
+        train = self.training_preprocess(split) if train is None else train
         return build_dataset(self.source(split), self.preprocess.preprocess_fn(train=train))
 
     def _category_file(self, split: str) -> Path | None:
@@ -104,21 +111,20 @@ class DataPlan:
         Its ``batch_sampler`` has ``set_epoch(epoch)``, which Lightning calls (through
         ``batch_sampler.sampler``) at every epoch start; other loops should call it themselves.
         """
-        train = split == "train"
         shapes = self.shapes(split)
         category = self._category_file(split)
         sampler = DistributedBatchSampler(
             espnet2_batches(self.loader, shapes.files, category, epoch=1),
             rank=rank,
             world_size=world_size,
-            shuffle=train,
+            shuffle=split == "train",
             seed=self.seed,
             epoch_batches=category_epoch_batches(self.loader, shapes.files, category) if category else None,
         )
         return make_dataloader(
             self.dataset(split),
             sampler,
-            self.preprocess.collate_fn(train=train),
+            self.preprocess.collate_fn(train=self.training_preprocess(split)),
             self.loader,
             num_workers=num_workers,
             pin_memory=pin_memory,

@@ -2,15 +2,16 @@
 
 ESPnet2's batch samplers read ``<name>_shape`` files (``utt_id 16000`` or ``utt_id 93,80``); its
 recipes get them from the collect_stats stage, which loads every item through the (non-training)
-preprocessor. espnet3 does the same load here, before any training worker starts, so that:
+preprocessor. espnet3 does the same load here, with the preprocessor each split is trained or
+validated with, before any training worker starts, so that:
 
 * batching sees the lengths the model will see (token counts after tokenization, not characters);
 * an item that cannot be loaded or preprocessed is reported with its utterance id, on the driver;
 * large splits are measured in parallel, as Ray tasks, and every later run reuses the files.
 
 The files live in ``<stats_dir>/<split>/`` beside a ``shapes.json`` manifest that records what they
-were computed from (file sizes and times, the preprocessing options and token lists); a change to
-any of those recomputes them. Every file is written atomically, the manifest last.
+were computed from (file sizes and times, the preprocessing options and token lists, whether the
+training-time preprocessor was used); a change to any of those recomputes them. Every file is written atomically, the manifest last.
 """
 
 from __future__ import annotations
@@ -55,14 +56,26 @@ def _source_stamp(source: SplitSource) -> Any:
     return stamps
 
 
-def fingerprint(source: SplitSource, preprocess: PreprocessSpec) -> dict[str, Any]:
-    return {"version": FORMAT_VERSION, "source": _source_stamp(source), "preprocess": preprocess.fingerprint()}
+def fingerprint(source: SplitSource, preprocess: PreprocessSpec, train: bool) -> dict[str, Any]:
+    return {
+        "version": FORMAT_VERSION,
+        "source": _source_stamp(source),
+        "preprocess": preprocess.fingerprint(),
+        "train": train,
+    }
 
 
-def measure(source: SplitSource, preprocess: PreprocessSpec, keys: Sequence[str] | None = None
+def measure(source: SplitSource, preprocess: PreprocessSpec, keys: Sequence[str] | None = None, train: bool = False
             ) -> tuple[list[str], dict[str, dict[str, str]]]:
-    """Load ``keys`` (default: all) through the non-training preprocessor; return (names, name -> key -> shape)."""
-    dataset = build_dataset(source, preprocess.preprocess_fn(train=False))
+    """Load ``keys`` (default: all) through the split's preprocessor; return (names, name -> key -> shape).
+
+    ``train``: the training-time preprocessor, for splits loaded that way. Its random augmentations
+    (noise, reverberation, fixed-length crops) keep every length, so the shapes hold.
+    """
+    from espnet3.orchestration.cluster import enter_launch_dir
+
+    enter_launch_dir()  # a Ray task: the preprocessor may read files named relative to the recipe
+    dataset = build_dataset(source, preprocess.preprocess_fn(train=train))
     keys = dataset_keys(dataset) if keys is None else keys
     names: list[str] = []
     shapes: dict[str, dict[str, str]] = {}
@@ -88,12 +101,12 @@ def measure(source: SplitSource, preprocess: PreprocessSpec, keys: Sequence[str]
 
 
 def _measure_in_ray(source: SplitSource, preprocess: PreprocessSpec, keys: list[str], num_shards: int,
-                    cpus_per_shard: float) -> tuple[list[str], dict[str, dict[str, str]]]:
+                    cpus_per_shard: float, train: bool) -> tuple[list[str], dict[str, dict[str, str]]]:
     import ray
 
     chunk = math.ceil(len(keys) / num_shards)
     remote = ray.remote(num_cpus=cpus_per_shard)(measure)
-    refs = [remote.remote(source, preprocess, keys[i : i + chunk]) for i in range(0, len(keys), chunk)]
+    refs = [remote.remote(source, preprocess, keys[i : i + chunk], train) for i in range(0, len(keys), chunk)]
     names: list[str] = []
     shapes: dict[str, dict[str, str]] = {}
     for shard_names, shard_shapes in ray.get(refs):  # shard order: the files keep the data's order
@@ -114,6 +127,7 @@ def ensure_shapes(
     preprocess: PreprocessSpec,
     out_dir: Path,
     *,
+    train: bool = False,
     parallel: bool = False,
     defer_large: bool = False,
     cpus_per_shard: float = 1.0,
@@ -126,7 +140,7 @@ def ensure_shapes(
     alone (returns ``None``) for a later parallel call.
     """
     manifest_path = out_dir / MANIFEST
-    stamp = fingerprint(source, preprocess)
+    stamp = fingerprint(source, preprocess, train)
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         files = tuple(out_dir / f"{n}_shape" for n in manifest["names"])
@@ -143,9 +157,9 @@ def ensure_shapes(
         cpus = ray.cluster_resources().get("CPU", 1)
         num_shards = max(1, min(int(cpus // cpus_per_shard), math.ceil(len(keys) / UTTERANCES_PER_SHARD)))
     if num_shards > 1:
-        names, shapes = _measure_in_ray(source, preprocess, keys, num_shards, cpus_per_shard)
+        names, shapes = _measure_in_ray(source, preprocess, keys, num_shards, cpus_per_shard, train)
     else:
-        names, shapes = measure(source, preprocess, keys)
+        names, shapes = measure(source, preprocess, keys, train)
     ordered = _sorted_names(names, source)
     utt_order = list(shapes[ordered[0]])
     files = []

@@ -15,7 +15,9 @@ from espnet3.data.sources import SplitSource
 # Token types espnet3 can build a token list for from the training text (ESPnet2's
 # tokenize_text --write_vocabulary does the same for these).
 TOKEN_TYPES = ("char", "bpe", "word", "phn")
-_DATA_KEYS = ("train", "valid", "test", "token_type", "nbpe", "bpemodel", "token_list", "digits", "synth")
+_DATA_KEYS = ("train", "valid", "test", "token_type", "nbpe", "bpemodel", "token_list", "valid_preprocess", "digits",
+              "synth")
+VALID_PREPROCESS = ("eval", "train")
 
 
 def plain_mapping(section: Any, where: str, allowed: Sequence[str] | None = None) -> dict[str, Any]:
@@ -50,6 +52,9 @@ class DataSpec:
         nbpe: Sentencepiece vocabulary size for every bpe token list trained here.
         bpemodel: Sentencepiece model path, trained from the training text if missing (``bpe``).
         token_list: ``tokens.txt`` path, written from the training text if missing.
+        valid_preprocess: ``eval`` (ESPnet2's validation preprocessing) or ``train``: validate on
+            data prepared like the training data, e.g. speaker ID on held-out utterances of the
+            training speakers (ESPnet2's speaker preprocessor expects trial pairs otherwise).
         digits: Options for the synthetic digits corpus; read by the launcher, not here.
         synth: Options for a synthetic task corpus (``espnet3.data.synth``: ``task``, ``dir``,
             ``num_train``, ...); read by the launcher, not here.
@@ -62,6 +67,7 @@ class DataSpec:
     token_type: str = "char"
     nbpe: int = 30
     bpemodel: Path | None = None
+    valid_preprocess: str = "eval"
     digits: dict[str, Any] | None = None
     synth: dict[str, Any] | None = None
 
@@ -78,6 +84,10 @@ class DataSpec:
                 )
         if isinstance(self.nbpe, bool) or not isinstance(self.nbpe, int) or self.nbpe < 1:
             raise DataError(f"`data.nbpe` must be a positive integer, got {self.nbpe!r}")
+        if self.valid_preprocess not in VALID_PREPROCESS:
+            raise DataError(
+                f"`data.valid_preprocess` is {self.valid_preprocess!r}; expected one of {', '.join(VALID_PREPROCESS)}"
+            )
         if self.synth is not None and not (isinstance(self.synth, Mapping) and {"task", "dir"} <= set(self.synth)):
             raise DataError(
                 f"`data.synth` is {self.synth!r}; expected {{task: lid, dir: data/lid, num_train: ...}} "
@@ -115,6 +125,7 @@ class DataSpec:
             token_type=raw.get("token_type", "char"),
             nbpe=raw.get("nbpe", 30),
             bpemodel=Path(bpemodel) if bpemodel else None,
+            valid_preprocess=raw.get("valid_preprocess", "eval"),
             digits=raw.get("digits"),
             synth=raw.get("synth"),
         )

@@ -26,6 +26,22 @@ def local_cpus(spec: LaunchSpec, concurrent_runs: int = 1) -> int:
 # Ray Train turns print() in workers into log records, which its console handler and
 # the worker's stdout then both forward to the driver: every line would appear twice.
 WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+# Where the launcher runs: workers resolve a config's relative paths from there too.
+LAUNCH_DIR_ENV = "ESPNET3_LAUNCH_DIR"
+
+
+def enter_launch_dir() -> None:
+    """Make relative paths mean in a Ray worker what they mean to the launcher.
+
+    ESPnet2 options that name files (``lang2utt``, ``spk2utt``, ``stats_file``, ``rir_scp``, ...)
+    are written relative to the recipe directory, as in ESPnet2 recipes. Ray starts workers
+    elsewhere; every espnet3 worker entry point calls this first. A launch directory that
+    does not exist on the worker's node (a remote node without the shared path) is left alone:
+    there the job's ``working_dir`` is the reference, as under ``ray job submit``.
+    """
+    launch_dir = os.environ.get(LAUNCH_DIR_ENV)
+    if launch_dir and Path(launch_dir).is_dir() and Path.cwd() != Path(launch_dir):
+        os.chdir(launch_dir)
 
 
 # Ray starts workers at nice 15 by default: on a shared machine every other process
@@ -45,7 +61,7 @@ def connect(spec: LaunchSpec, concurrent_runs: int = 1, recipe_code: Sequence[Pa
     if ray.is_initialized():
         return
     address = spec.address or os.environ.get("RAY_ADDRESS")
-    runtime_env: dict = {"env_vars": WORKER_ENV}
+    runtime_env: dict = {"env_vars": {**WORKER_ENV, LAUNCH_DIR_ENV: os.getcwd()}}
     if spec.address and recipe_code:
         runtime_env["py_modules"] = [str(path) for path in recipe_code]
     kwargs = dict(

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from espnet3.data.plan import DataPlan, build_data_plan
 
 # Keys holding paths that Ray workers (which do not run in the launcher's directory) read.
-PATH_KEYS = ("exp_dir", "stats_dir", "data.token_list", "data.bpemodel")
+PATH_KEYS = ("exp_dir", "stats_dir", "data.token_list", "data.bpemodel", "data.synth.dir")
 
 
 def absolutize(cfg: DictConfig) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from espnet3.utils.quiet import silence_library_noise
+from espnet3.orchestration.cluster import enter_launch_dir
 from espnet3.orchestration.callbacks import CHECKPOINT_NAME, ConsoleProgress, FaultInjection, RayReportCallback
 
 # Trainer options espnet3 sets itself; a train.yaml that sets them would fight Ray.
@@ -39,6 +40,7 @@ def _loggers(cfg: dict, exp_dir: Path) -> list:
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     silence_library_noise()
+    enter_launch_dir()
     import lightning as L
     import ray.train
     import torch

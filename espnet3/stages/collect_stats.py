@@ -80,6 +80,9 @@ def collect_shard(
     batches: Sequence[Sequence[str]],
 ) -> FeatStats:
     """Statistics of ``batches`` (utterance ids) of ``split``, with a model built here from ``model_factory(model_cfg)``."""
+    from espnet3.orchestration.cluster import enter_launch_dir
+
+    enter_launch_dir()  # a Ray task: the model and preprocessor may read files named relative to the recipe
     model = model_factory(copy.deepcopy(model_cfg))
     if not callable(getattr(model, "collect_feats", None)):
         raise TypeError(

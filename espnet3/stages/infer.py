@@ -81,8 +81,10 @@ class InferenceWorker:
                  plan: DataPlan, batch_size: int, threads: int = 1):
         import torch
 
+        from espnet3.orchestration.cluster import enter_launch_dir
         from espnet3.utils.quiet import silence_library_noise
 
+        enter_launch_dir()
         silence_library_noise()
         torch.set_num_threads(max(1, threads))
         if device == "auto":
@@ -121,9 +123,11 @@ def _write_value(split_dir: Path, output: Output, utt: str, value: Any, sample_r
     if output.kind == "wav":
         import soundfile
 
+        # (samples, rate) when the decoder knows its rate only once built (TTS, codecs)
+        audio, rate = value if isinstance(value, tuple) else (value, sample_rate)
+        audio = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
         path = split_dir / output.name.removesuffix(".scp") / f"{utt}.wav"
-        audio = np.asarray(value, dtype=np.float32).reshape(-1)
-        atomic_save(path, lambda tmp: soundfile.write(str(tmp), audio, sample_rate, format="WAV", subtype="PCM_16"))
+        atomic_save(path, lambda tmp: soundfile.write(str(tmp), audio, int(rate), format="WAV", subtype="PCM_16"))
         return str(path)
     path = split_dir / output.name.removesuffix(".scp") / f"{utt}.npy"
     atomic_save(path, lambda tmp: _save_npy(tmp, np.asarray(value)))
@@ -137,12 +141,13 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def _write_shard(shard_dir: Path, split_dir: Path, outputs: Sequence[Output], results: list[dict],
                  sample_rate: int) -> None:
-    lines: dict[str, list[str]] = {o.name: [] for o in outputs}
+    """The shard's tables (only the outputs the decoder produced, e.g. spk1.scp of a 1-speaker model)."""
+    lines: dict[str, list[str]] = {}
     for result in results:
         for output in outputs:
             if output.name in result:
                 value = _write_value(split_dir, output, result["utt_id"], result[output.name], sample_rate)
-                lines[output.name].append(f"{result['utt_id']} {value}\n")
+                lines.setdefault(output.name, []).append(f"{result['utt_id']} {value}\n")
     for name, rows in lines.items():
         atomic_write(shard_dir / name, "".join(rows))
     atomic_write(shard_dir / DONE, f"{len(results)}\n")  # last: the shard is complete
@@ -150,11 +155,10 @@ def _write_shard(shard_dir: Path, split_dir: Path, outputs: Sequence[Output], re
 
 def _merge(split_dir: Path, outputs: Sequence[Output], num_shards: int) -> None:
     for output in outputs:
-        rows = []
-        for k in range(num_shards):
-            path = split_dir / "shards" / str(k) / output.name
-            if path.is_file():
-                rows += path.read_text(encoding="utf-8").splitlines(keepends=True)
+        parts = [split_dir / "shards" / str(k) / output.name for k in range(num_shards)]
+        if not any(p.is_file() for p in parts):
+            continue  # an output this decoder does not produce
+        rows = [row for p in parts if p.is_file() for row in p.read_text(encoding="utf-8").splitlines(keepends=True)]
         atomic_write(split_dir / output.name, "".join(sorted(rows)))
 
 

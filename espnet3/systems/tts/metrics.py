@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,35 +35,52 @@ class IntelligibilityCER(Metric):
     """CER of an ASR model's transcript of the synthesised speech against the input text.
 
     Args:
-        asr_train_config, asr_model_file: an ESPnet2 ASR model, e.g. ``exp/digits_asr/config.yaml``
-            and ``exp/digits_asr/valid.loss.ave_3best.pth`` from this project's default job.
-        beam_size, ctc_weight: its decoding options.
+        asr_exp_dir: a finished espnet3 ASR run (its ``config.yaml`` and averaged model), e.g.
+            ``exp/asr1`` from ``configs/tasks/asr1.yaml`` or ``exp/digits_asr`` (the default job).
+        required: without the ASR run, fail (true) or report ``null`` with a warning (false).
+        beam_size, ctc_weight: decoding options of the ASR.
         case_sensitive: compare letter case too (off: TTS texts are often lower-cased).
     """
 
     inputs = {"hyp": "wav.scp", "ref": "dataset:text"}
 
-    def __init__(self, asr_train_config: str, asr_model_file: str, beam_size: int = 5, ctc_weight: float = 0.5,
+    def __init__(self, asr_exp_dir: str, required: bool = True, beam_size: int = 5, ctc_weight: float = 0.5,
                  case_sensitive: bool = False, **keys: str):
         super().__init__(**keys)
-        for path in (asr_train_config, asr_model_file):
-            if not Path(path).is_file():
-                raise FileNotFoundError(
-                    f"IntelligibilityCER needs an ASR model: {path} does not exist (train one first, e.g. "
-                    "`python -m espnet3.launch --config configs/digits_asr.yaml`, or drop this metric)"
-                )
-        self.asr = dict(asr_train_config=asr_train_config, asr_model_file=asr_model_file, beam_size=beam_size,
-                        ctc_weight=ctc_weight)
+        self.asr_exp_dir = Path(asr_exp_dir)
+        self.model = self._find_model(required)
+        self.options = {"beam_size": beam_size, "ctc_weight": ctc_weight}
         self.case_sensitive = case_sensitive
 
-    def score(self, tables: Mapping[str, Table]) -> dict[str, float]:
+    def _find_model(self, required: bool) -> tuple[Path, Path] | None:
+        result = self.asr_exp_dir / "train_result.json"
+        config = self.asr_exp_dir / "config.yaml"
+        if result.is_file() and config.is_file():
+            model = Path(json.loads(result.read_text())["averaged_model"])
+            if model.is_file():
+                return config, model
+        message = (
+            f"IntelligibilityCER needs a trained ASR run in {self.asr_exp_dir} (config.yaml, train_result.json "
+            "and its averaged model); train one first, e.g. python -m espnet3.launch --config configs/tasks/asr1.yaml"
+        )
+        if required:
+            raise FileNotFoundError(message)
+        warnings.warn(message + "; intelligibility_cer is left out (null)", stacklevel=3)
+        return None
+
+    def score(self, tables: Mapping[str, Table]) -> dict[str, float | None]:
+        if self.model is None:
+            return {"intelligibility_cer": None}
         import editdistance
         import librosa
 
         from espnet3.utils.espnet2_imports import import_espnet2
 
-        speech2text = import_espnet2("espnet2.bin.asr_inference").Speech2Text(**self.asr)
-        rate = int(speech2text.asr_model.frontend.fs) if hasattr(speech2text.asr_model.frontend, "fs") else 16000
+        config, model = self.model
+        speech2text = import_espnet2("espnet2.bin.asr_inference").Speech2Text(
+            asr_train_config=str(config), asr_model_file=str(model), **self.options
+        )
+        rate = int(getattr(speech2text.asr_model.frontend, "fs", 16000))
         errors = total = 0
         for _, hyp_path, ref in aligned(tables["hyp"], tables["ref"], "synthesised wav"):
             audio, audio_rate = read_audio(hyp_path)
