@@ -27,6 +27,8 @@ from omegaconf import OmegaConf
 from espnet3.config import ConfigError, load_config, load_defaults
 from espnet3.config.loader import merge_with_defaults
 from espnet3.config.overrides import apply_overrides
+from espnet3.data.sampler import BATCH_TYPES
+from espnet3.data.spec import TOKEN_TYPES
 from espnet3.utils.task_utils import default_config, model_keys, preprocess_keys, resolve_task
 
 # espnet2.tasks.abs_task.optim_classes, by their torch names.
@@ -90,13 +92,11 @@ SCHEDULERS: dict[str, SchedulerTarget] = {
 }
 
 # ESPnet2 batch types -> espnet3's, with what changes in meaning.
-BATCH_TYPES: dict[str, tuple[str, str | None]] = {
-    "numel": ("numel", None),
-    "sorted": ("sorted", None),
-    "unsorted": ("unsorted", None),
-    "folded": ("sorted", "batch_type folded -> sorted: batches no longer shrink for long utterances (fold_length)"),
-    "length": ("numel", "batch_type length -> numel: batch_bins now counts speech+text elements, not frames"),
-}
+# asr.sh passes --fold_length on the command line (speech samples, then tokens), not in the config.
+ASR_SH_FOLD_LENGTH = [80000, 150]
+# ESPnet2 batching options with the same name and meaning in `dataloader:`.
+DATALOADER_KEYS = ("batch_bins", "batch_size", "num_workers", "fold_length", "sort_in_batch", "sort_batch",
+                   "drop_last_iter", "min_batch_size", "max_batch_size", "upsampling_factor", "dataset_scaling_factor")
 
 ESPNET2_KEEP_NBEST = 10
 # ESPnet2 options whose defaults (40 epochs, clipping at 5, Adadelta without a scheduler)
@@ -155,6 +155,7 @@ def convert(espnet2: Mapping[str, Any], task: str = "asr1") -> Conversion:
         out["seed"] = rest.pop("seed")
 
     _convert_tokenizer(rest, data, conv)
+    preprocessor = _convert_preprocessing(rest, preprocess, defaults)
     _convert_optimizer(rest, out, conv)
     _convert_scheduler(rest, out, conv)
     _convert_trainer(rest, trainer, conv)
@@ -165,12 +166,7 @@ def convert(espnet2: Mapping[str, Any], task: str = "asr1") -> Conversion:
     for key, value in rest.items():
         if key in defaults and value == defaults[key]:
             continue  # ESPnet2's own default: nothing to carry over.
-        reason = (
-            "preprocessing option; espnet3's data pipeline does not read it"
-            if key in preprocess
-            else "no train.yaml equivalent"
-        )
-        conv.unmapped[key] = f"{value!r} -> {reason}"
+        conv.unmapped[key] = f"{value!r} -> no train.yaml equivalent"
 
     if "normalize" not in model:
         conv.notes.append(
@@ -179,6 +175,8 @@ def convert(espnet2: Mapping[str, Any], task: str = "asr1") -> Conversion:
         )
     out["model"] = model
     out["data"] = data
+    if preprocessor:
+        out["preprocessor"] = preprocessor
     if dataloader:
         out["dataloader"] = dataloader
     if trainer:
@@ -189,14 +187,25 @@ def convert(espnet2: Mapping[str, Any], task: str = "asr1") -> Conversion:
 
 
 def _convert_tokenizer(rest: dict[str, Any], data: dict[str, Any], conv: Conversion) -> None:
-    token_type = rest.get("token_type")
-    if token_type in ("char", "bpe"):
+    """The main text stream's vocabulary: ``data.token_*``, which espnet3 builds when missing.
+
+    Other token types (hugging_face, whisper_*) stay ESPnet2 preprocessing options; their
+    token list then has to exist already.
+    """
+    if rest.get("token_type") in TOKEN_TYPES:
         data["token_type"] = rest.pop("token_type")
-    elif token_type is not None:
-        conv.unmapped["token_type"] = f"{token_type!r} -> espnet3 tokenizes with char or bpe only"
-        rest.pop("token_type")
-    if rest.get("bpemodel") is not None:
+    if rest.get("bpemodel") is not None and data.get("token_type") == "bpe":
         data["bpemodel"] = str(rest.pop("bpemodel"))
+
+
+def _convert_preprocessing(rest: dict[str, Any], preprocess: set[str], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The task's preprocessing options that differ from ESPnet2's defaults: the ``preprocessor:`` block."""
+    block = {}
+    for key in [k for k in rest if k in preprocess]:
+        value = rest.pop(key)
+        if key not in defaults or value != defaults[key]:
+            block[key] = value
+    return block
 
 
 def _convert_optimizer(rest: dict[str, Any], out: dict[str, Any], conv: Conversion) -> None:
@@ -247,20 +256,22 @@ def _convert_trainer(rest: dict[str, Any], trainer: dict[str, Any], conv: Conver
 
 
 def _convert_batching(rest: dict[str, Any], dataloader: dict[str, Any], conv: Conversion) -> None:
-    if "batch_type" in rest:
-        espnet2_type = rest.pop("batch_type")
-        if espnet2_type in BATCH_TYPES:
-            dataloader["batch_type"], note = BATCH_TYPES[espnet2_type]
-            if note:
-                conv.notes.append(note)
+    """ESPnet2's batch types and options carry over by name (espnet3 batches with ESPnet2's samplers)."""
+    batch_type = rest.pop("batch_type", "folded" if "batch_size" in rest else None)  # ESPnet2's default
+    if batch_type is not None:
+        if batch_type not in BATCH_TYPES:
+            conv.unmapped["batch_type"] = f"{batch_type!r} -> no espnet3 batch type"
         else:
-            conv.unmapped["batch_type"] = f"{espnet2_type!r} -> no espnet3 batch type"
-    elif "batch_size" in rest:
-        dataloader["batch_type"], note = BATCH_TYPES["folded"]  # ESPnet2's default type
-        conv.notes.append(note)
-    for key in ("batch_bins", "batch_size", "num_workers"):
+            dataloader["batch_type"] = batch_type
+    for key in DATALOADER_KEYS:
         if key in rest:
             dataloader[key] = rest.pop(key)
+    if dataloader.get("batch_type") == "folded" and "fold_length" not in dataloader:
+        dataloader["fold_length"] = list(ASR_SH_FOLD_LENGTH)
+        conv.notes.append(
+            f"batch_type folded: fold_length {ASR_SH_FOLD_LENGTH} (asr.sh's defaults for speech samples and "
+            "tokens; one per data stream); per-worker sizes: divide batch_size by the number of workers"
+        )
 
 
 def _convert_best_model(rest: dict[str, Any], out: dict[str, Any]) -> None:

@@ -71,10 +71,10 @@ def test_transformer_recipe_options_map_to_train_yaml_keys(tmp_path):
     assert cfg["best_model_criterion"] == [["valid/acc", 10, "max"]]
     # grad_clip is unset, and ESPnet2 clips at 5 by default: the converted run must too.
     assert cfg["trainer"] == {"max_epochs": 200, "accumulate_grad_batches": 1, "gradient_clip_val": 5.0}
-    assert cfg["dataloader"] == {"batch_type": "sorted", "batch_size": 64}
+    assert cfg["dataloader"] == {"batch_type": "folded", "batch_size": 64, "fold_length": [80000, 150]}
     assert cfg["model"]["init"] == "xavier_uniform"
     assert cfg["model"]["token_list"] == "${data.token_list}"
-    assert any("folded -> sorted" in note for note in conversion.notes)
+    assert any("folded: fold_length [80000, 150]" in note for note in conversion.notes)
     assert conversion.unmapped == {}  # `patience: none` is ESPnet2's default
 
 
@@ -89,7 +89,8 @@ def test_conformer_amp_clipping_and_unmapped_keys(tmp_path):
         "precision": "16-mixed",
         "log_every_n_steps": 400,
     }
-    assert cfg["dataloader"] == {"batch_type": "numel", "batch_bins": 16000000, "num_workers": 4}
+    assert cfg["dataloader"] == {"batch_type": "numel", "batch_bins": 16000000, "num_workers": 4,
+                                 "sort_in_batch": "descending", "sort_batch": "descending"}
     assert cfg["model"]["specaug"] == "specaug"
     assert set(conversion.unmapped) == {"num_att_plot", "cudnn_deterministic"}
     header = [line for line in out.read_text().splitlines() if line.startswith("#")]
@@ -171,3 +172,16 @@ def test_cli_reports_an_override_typo_and_fails(tmp_path, capsys):
     rc = main([str(FIXTURES / "train_asr_rnn.yaml"), "-o", str(tmp_path / "t.yaml"), "trainer.max_epoch=3"])
     assert rc == 1
     assert "`+trainer.max_epoch=3`" in capsys.readouterr().err
+
+
+def test_preprocessing_options_move_to_the_preprocessor_block(tmp_path):
+    recipe = yaml.safe_load((FIXTURES / "train_asr_transformer.yaml").read_text())
+    recipe.update(cleaner="tacotron", speech_volume_normalize=1.0, non_linguistic_symbols="data/nlsyms.txt",
+                  token_type="word", batch_type="length", batch_bins=300000)
+    conversion = convert(recipe, task="asr1")
+    cfg = conversion.config
+    assert cfg["preprocessor"] == {"cleaner": "tacotron", "speech_volume_normalize": 1.0,
+                                   "non_linguistic_symbols": "data/nlsyms.txt"}
+    assert cfg["data"]["token_type"] == "word"
+    assert cfg["dataloader"] == {"batch_type": "length", "batch_bins": 300000, "batch_size": 64}
+    assert not set(conversion.unmapped) & {"cleaner", "speech_volume_normalize", "non_linguistic_symbols"}
