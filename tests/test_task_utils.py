@@ -31,7 +31,7 @@ TINY_BLOCK = {
     "decoder_conf": {"attention_heads": 2, "linear_units": 32, "num_blocks": 1},
 }
 RECIPES = (
-    "asr1 asr2 asvspoof1 cls1 codec1 diar1 enh1 enh_asr1 enh_diar1 enh_st1 hubert1 lid1 lm1 mt1 "
+    "asr1 asr2 asvspoof1 cls1 codec1 diar1 enh1 enh_asr1 enh_diar1 enh_st1 gan_tts hubert1 lid1 lm1 mt1 "
     "s2st1 s2t1 sds1 slu1 speechlm1 spk1 ssl1 st1 svs1 svs2 tts1 tts2 uasr1"
 ).split()
 

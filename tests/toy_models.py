@@ -125,3 +125,70 @@ def loader(batches: list[dict]) -> torch.utils.data.DataLoader:
 
 def save_trace(trace: Trace, out_dir: Path, rank: int) -> None:
     torch.save(trace.params, out_dir / f"trace{rank}.pt")
+
+
+def _espnet2_gan_base():
+    from espnet3.utils.espnet2_imports import import_espnet2
+
+    return import_espnet2("espnet2.train.abs_gan_espnet_model").AbsGANESPnetModel
+
+
+class ESPnet2StyleGAN(_espnet2_gan_base()):
+    """ESPnet2's GAN contract in miniature: ``forward(..., forward_generator)`` -> dict with optim_idx.
+
+    Like ESPnet2's GAN models with ``cache_generator_outputs``, the first turn of a batch computes
+    the generator output and the second turn reuses it. Each generator turn records the
+    discriminator's parameters it saw, so tests can check the turn came after the other's update.
+    ``poison`` (0: none, 1: generator turn, 2: discriminator turn) makes that turn's loss NaN.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generator = nn.Linear(2, 2)
+        self.discriminator = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1))
+        self.seen_by_generator: list[torch.Tensor] = []
+        self._cache = None
+
+    def forward(self, real, z, poison, forward_generator: bool = True):
+        bce = nn.functional.binary_cross_entropy_with_logits
+        fake = self._cache if self._cache is not None else self.generator(z)
+        self._cache = None if self._cache is not None else fake
+        if forward_generator:
+            self.seen_by_generator.append(flat(self.discriminator))
+            out = self.discriminator(fake)
+            loss = bce(out, torch.ones_like(out)) + ((fake - real) ** 2).mean()
+            stats = {"generator_loss": loss.detach()}
+        else:
+            d_real, d_fake = self.discriminator(real), self.discriminator(fake.detach())
+            loss = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+            stats = {"discriminator_loss": loss.detach()}
+        if int(poison) == (1 if forward_generator else 2):
+            loss = loss * float("nan")
+        return {"loss": loss, "stats": stats, "weight": torch.tensor([len(real)]),
+                "optim_idx": 0 if forward_generator else 1}
+
+    def collect_feats(self, **batch):
+        return {}
+
+
+def espnet2_gan_batches(n: int, seed: int, poison: dict[int, int] | None = None) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    poison = poison or {}
+    return [
+        {"real": torch.randn(8, 2, generator=gen) + 3, "z": torch.randn(8, 2, generator=gen),
+         "poison": torch.tensor(poison.get(i, 0))}
+        for i in range(n)
+    ]
+
+
+def espnet2_gan_config(order=("discriminator", "generator"), scheduler: bool = False) -> dict:
+    optimizers = {name: {"optimizer": {"_target_": "torch.optim.Adam", "lr": 0.01}, "params": [name]}
+                  for name in order}
+    config = {"optimizers": optimizers}
+    if scheduler:
+        config["schedulers"] = {
+            name: {"scheduler": {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 2, "gamma": 0.5},
+                   "interval": "step"}
+            for name in order
+        }
+    return config

@@ -14,6 +14,8 @@ TASKS: dict[str, str] = {
     "codec1": "espnet2.tasks.gan_codec.GANCodecTask",
     "diar1": "espnet2.tasks.diar.DiarizationTask",
     "enh1": "espnet2.tasks.enh.EnhancementTask",
+    # GAN TTS recipes are tts1 recipes run with `tts.sh --tts_task gan_tts` (VITS, JETS, joint text2wav).
+    "gan_tts": "espnet2.tasks.gan_tts.GANTTSTask",
     # egs2/TEMPLATE/{enh_asr1,enh_diar1,enh_st1} all train with espnet2.bin.enh_s2t_train.
     "enh_asr1": "espnet2.tasks.enh_s2t.EnhS2TTask",
     "enh_diar1": "espnet2.tasks.enh_s2t.EnhS2TTask",

@@ -56,7 +56,7 @@ class ForwardContract:
         else:
             loss = self._check_loss(loss, training)
             losses = []
-        return ForwardOutput(loss=loss, losses=losses, stats=self._check_stats(stats), weight=self._check_weight(weight))
+        return ForwardOutput(loss=loss, losses=losses, stats=self.check_stats(stats), weight=self.check_weight(weight))
 
     def _check_loss(self, loss: object, training: bool) -> torch.Tensor:
         if isinstance(loss, OptimizationStep) or (isinstance(loss, list) and loss and isinstance(loss[0], OptimizationStep)):
@@ -97,7 +97,7 @@ class ForwardContract:
                 )
         return list(steps)
 
-    def _check_stats(self, stats: object) -> dict[str, torch.Tensor | float]:
+    def check_stats(self, stats: object) -> dict[str, torch.Tensor | float]:
         if not isinstance(stats, Mapping):
             raise TypeError(
                 f"{self.model_name}.forward must return a dict of statistics as the second element of "
@@ -128,7 +128,7 @@ class ForwardContract:
                 )
         return clean
 
-    def _check_weight(self, weight: object) -> torch.Tensor | float | None:
+    def check_weight(self, weight: object) -> torch.Tensor | float | None:
         if weight is None:
             return None
         if isinstance(weight, torch.Tensor) and weight.numel() == 1:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from espnet3.components.modeling.forward_contract import ForwardContract, ForwardOutput
+from espnet3.components.modeling.gan_turns import GANTurns, is_espnet2_gan
 from espnet3.components.modeling.nan_guard import (
     DEFAULT_MAX_NAN_BATCHES,
     BatchDecision,
@@ -70,6 +71,7 @@ class ESPnetLightningModule(L.LightningModule):
         self.contract = ForwardContract(type(model).__name__, multi=self.plan.multi)
         self.automatic_optimization = not self.plan.multi
         self.router = OptimizerRouter(self.plan.optimizers) if self.plan.multi else None
+        self.turns = self._gan_turns(model)
         self.skipped_steps = 0
         self._skip_batch = False
         self._stepped = False
@@ -77,6 +79,18 @@ class ESPnetLightningModule(L.LightningModule):
         self._optimizer_names: dict[int, str] = {}
 
     # ----------------------------------------------------------------- helpers
+    def _gan_turns(self, model: nn.Module) -> GANTurns | None:
+        """ESPnet2 GAN models train turn by turn (see :mod:`gan_turns`), one optimizer per turn."""
+        if not is_espnet2_gan(model):
+            return None
+        if not self.plan.multi:
+            raise ValueError(
+                f"{type(model).__name__} is an ESPnet2 GAN model: configure `optimizers: {{discriminator: "
+                "{optimizer: ..., params: [<task>.discriminator]}, generator: {optimizer: ..., params: "
+                "[<task>.generator]}}` (ESPnet2's optim2 and optim) instead of `optimizer`"
+            )
+        return GANTurns(model, list(self.plan.optimizers), self.contract)
+
     @staticmethod
     def _unpack(batch: Any) -> Mapping[str, Any]:
         if isinstance(batch, Mapping):
@@ -128,6 +142,8 @@ class ESPnetLightningModule(L.LightningModule):
         self._stepped = False
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        if self.turns is not None:
+            return self._train_turns(self._unpack(batch))
         out = self._forward(batch, training=True)
         if self.router is not None:
             self.router.check_names(out.losses)
@@ -163,7 +179,26 @@ class ESPnetLightningModule(L.LightningModule):
         self.skipped_steps += 1
         self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
 
-    def _route(self, out: ForwardOutput) -> None:
+    def _train_turns(self, batch: Mapping[str, Any]) -> None:
+        """ESPnet2's GAN trainer loop for one batch: each turn's forward, then its update, in turn order.
+
+        The NaN consensus decides per turn; a non-finite turn skips itself and the turns after
+        it on every rank, and the batch counts as skipped.
+        """
+        skipped = False
+        for name in self.turns.order:
+            out = self.turns.turn(batch, name)
+            if self.nan_guard.any_rank_bad(out.all_losses()):
+                skipped = True
+                break
+            self._route(out, log_update_steps=False)
+        self.turns.end_batch()
+        self.nan_guard.record(skipped)
+        self.log("train/skipped_batches", float(self.nan_guard.total_skips), on_step=True, on_epoch=False)
+        self._log_update_steps()
+        return None
+
+    def _route(self, out: ForwardOutput, log_update_steps: bool = True) -> None:
         names = list(self.plan.optimizers)
         optimizers = self.optimizers()
         optimizers = dict(zip(names, optimizers if isinstance(optimizers, list) else [optimizers]))
@@ -181,12 +216,16 @@ class ESPnetLightningModule(L.LightningModule):
             if name in schedulers and self.plan.schedulers[name].interval == "step":
                 schedulers[name].step()
         self._log_stats("train", out)
+        if log_update_steps:
+            self._log_update_steps()
+        return None
+
+    def _log_update_steps(self) -> None:
         self.log_dict(
             {f"train/{name}/update_step": float(state.update_step) for name, state in self.router.state.items()},
             on_step=True,
             on_epoch=False,
         )
-        return None
 
     def _schedulers_by_name(self) -> dict[str, Any]:
         schedulers = self.lr_schedulers()
@@ -226,7 +265,17 @@ class ESPnetLightningModule(L.LightningModule):
 
     # -------------------------------------------------------------- validation
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        out = self._forward(batch, training=False)
+        if self.turns is not None:  # every turn, as ESPnet2's GAN trainer validates
+            outs = [self.turns.turn(self._unpack(batch), name) for name in self.turns.order]
+            self.turns.end_batch()
+            out = ForwardOutput(
+                loss=None,
+                losses=[step for o in outs for step in o.losses],
+                stats={k: v for o in outs for k, v in o.stats.items()},
+                weight=outs[0].weight,
+            )
+        else:
+            out = self._forward(batch, training=False)
         # Validation logs are synced across ranks, so every rank must log the same
         # keys: decide jointly. Invalid validation batches never count towards
         # max_nan_batches (upstream shares one counter and can fail a healthy run).

@@ -55,8 +55,19 @@ class NonFiniteGuard:
         self.consensus = True
 
     def decide(self, losses: Sequence[torch.Tensor]) -> BatchDecision:
+        return self.record(self.any_rank_bad(losses))
+
+    def any_rank_bad(self, losses: Sequence[torch.Tensor]) -> bool:
+        """Whether any rank has a non-finite loss among ``losses`` (no counting: see :meth:`record`).
+
+        ESPnet2 GAN turns are checked one at a time, since each turn's forward follows the
+        previous turn's update.
+        """
         local_bad = ~torch.isfinite(torch.stack([loss.detach().float().reshape(()) for loss in losses])).all()
-        bad = any_rank_true(local_bad) if self.consensus else bool(local_bad)
+        return any_rank_true(local_bad) if self.consensus else bool(local_bad)
+
+    def record(self, bad: bool) -> BatchDecision:
+        """Count one batch as trained or skipped; raise after ``max_consecutive`` skips in a row."""
         if not bad:
             self.consecutive_skips = 0
             return BatchDecision.TRAIN
