@@ -7,6 +7,8 @@ config, the launch options, the run directory and the model itself.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -14,7 +16,27 @@ from omegaconf import DictConfig, OmegaConf
 
 from espnet3.orchestration.launch_spec import STAGE_ALIASES, STAGES, LaunchSpec
 
+EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM
+DEBUG_ENV = "ESPNET3_DEBUG"
+
+
+class Terminated(BaseException):
+    """SIGTERM (a scheduler's preemption, ``timeout``): stop, keep what is saved, exit quietly.
+
+    A BaseException, so no ``except Exception`` on the way up swallows it.
+    """
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into :class:`Terminated` (again after ``ray.init``, whose core worker installs
+    a C++ handler that dumps stack traces)."""
+    signal.signal(signal.SIGTERM, _terminate)
 
 
 def parse_args(argv: list[str] | None = None) -> LaunchSpec:
@@ -34,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> LaunchSpec:
                         "(when data.test is set); evaluate = infer measure")
     parser.add_argument("--resume", action="store_true", help="continue the run already in exp_dir (with --sweep: the sweep in output_dir)")
     parser.add_argument("--dry-run", action="store_true", help="validate the config and print the plan; start nothing")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Python tracebacks of configuration and training errors (also ESPNET3_DEBUG=1)")
     parser.add_argument("overrides", nargs="*", help="config overrides: a.b=value, +new.key=value")
     args = parser.parse_args(argv)
     try:
@@ -47,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> LaunchSpec:
             stages=args.stages or [],
             resume=args.resume,
             dry_run=args.dry_run,
+            verbose=args.verbose or bool(os.environ.get(DEBUG_ENV)),
             overrides=list(args.overrides),
         )
     except ValueError as exc:
@@ -64,29 +89,58 @@ def check_run_dir(cfg: DictConfig, spec: LaunchSpec) -> None:
         )
 
 
+def check_gpus(spec: LaunchSpec) -> None:
+    """On a machine where espnet3 starts the cluster itself, ask for no more GPUs than it has.
+
+    Ray would otherwise wait for them forever (a joined cluster may still add nodes: there the
+    wait is bounded by ``timeouts.worker_start_s`` instead).
+    """
+    from espnet3.config.errors import ConfigError
+    from espnet3.orchestration.cluster import running_local_cluster
+
+    if not spec.use_gpu or spec.address or os.environ.get("RAY_ADDRESS") or running_local_cluster():
+        return
+    import torch
+
+    available = torch.cuda.device_count()
+    if spec.num_gpus > available:
+        raise ConfigError(
+            "--num-gpus", "the command line", f"asks for {spec.num_gpus} GPU worker(s), but this machine has "
+            f"{available} GPU(s) and espnet3 would start a single-machine Ray cluster",
+            f"use --num-gpus {available}" if available else "use --num-gpus 0 (CPU workers), or join a GPU "
+            "cluster with --address",
+        )
+
+
 def preflight(spec: LaunchSpec) -> DictConfig:
     from espnet3.config.loader import load_config
+    from espnet3.config.preflight import check_config
     from espnet3.orchestration.preparation import absolutize, default_stages
+    from espnet3.utils.task_utils import config_code_dir, make_importable
 
     cfg = load_config(spec.config, spec.overrides)
     absolutize(cfg)
     spec.stages = spec.stages or default_stages(cfg)
     check_run_dir(cfg, spec)
+    check_gpus(spec)
+    make_importable(config_code_dir(spec.config))  # a model `_target_` in the recipe's src/
+    check_config(OmegaConf.to_container(cfg, resolve=True), spec.config)
     if {"infer", "measure"} & set(spec.stages):
-        evaluation_plan(cfg)  # inference options and metrics checked now, not after training
+        evaluation_plan(cfg, spec.config)  # inference options and metrics checked now, not after training
     return cfg
 
 
-def evaluation_plan(cfg: DictConfig):
-    from espnet3.stages.evaluation import EvaluationPlan
+def evaluation_plan(cfg: DictConfig, source: Path | None = None):
+    from espnet3.config.preflight import check_evaluation
     from espnet3.stages.train import BestCriterion
 
     averaged = Path(cfg.exp_dir) / BestCriterion.from_config(cfg).averaged_name
-    return EvaluationPlan.from_config(OmegaConf.to_container(cfg, resolve=True), averaged)
+    return check_evaluation(OmegaConf.to_container(cfg, resolve=True), averaged, source)
 
 
 def run(spec: LaunchSpec, cfg: DictConfig) -> int:
     from espnet3.config.loader import save_config
+    from espnet3.config.preflight import check_trainable
     from espnet3.orchestration.preparation import prepare_data, splits_for, stats_model
     from espnet3.utils.task_utils import build_model, config_code_dir, recipe_code
 
@@ -110,19 +164,25 @@ def run(spec: LaunchSpec, cfg: DictConfig) -> int:
 
     from espnet3.orchestration.cluster import connect
 
+    plain = OmegaConf.to_container(cfg, resolve=True)
+
+    def check_model():
+        return check_trainable(plain, lambda: build_model(cfg, config_dir, plan), spec.config)
+
     with ThreadPoolExecutor(max_workers=1) as pool:
-        # Building the model once here turns a bad model block into one clear error
-        # before any worker starts; in a thread it overlaps Ray's start-up instead of
-        # adding its ~6 s (mostly espnet2 imports) to the time to first step.
-        check = None if "collect_stats" in spec.stages else pool.submit(build_model, cfg, config_dir, plan)
+        # Building the model (and its module and optimizers) once here turns a bad model
+        # block into one clear error before any worker starts; in a thread it overlaps Ray's
+        # start-up instead of adding its ~6 s (mostly espnet2 imports) to the time to first step.
+        check = None if "collect_stats" in spec.stages else pool.submit(check_model)
         connect(spec, recipe_code=recipe_code(cfg, config_dir))
+        stop_on_sigterm()
         plan.prepare_shapes(splits, parallel=True)
         if "collect_stats" in spec.stages:
             from espnet3.stages.collect_stats import collect_stats
 
             stats_dir = collect_stats(*stats_model(cfg, plan), plan)
             print(f"[espnet3] feature statistics -> {stats_dir}", flush=True)
-            check = pool.submit(build_model, cfg, config_dir, plan)  # needs the statistics
+            check = pool.submit(check_model)  # needs the statistics
         check.result()
     save_config(cfg, exp_dir / "train.yaml")
     if "train" in spec.stages:
@@ -162,6 +222,25 @@ def run_evaluation(spec: LaunchSpec, evaluation, plan) -> None:
         print(format_table(scores, f"Scores of {evaluation.model.model_file} -> {evaluation.infer_dir}"), flush=True)
 
 
+def describe_failure(error: BaseException) -> str:
+    """One line per distinct worker error of a failed Ray Train run (tracebacks are in the logs)."""
+    from espnet3.orchestration.failures import is_startup_timeout
+
+    if is_startup_timeout(error):
+        return (
+            "the training workers could not be placed within timeouts.worker_start_s: the cluster lacks the "
+            "GPUs/CPUs asked for (--num-gpus, --num-workers x --cpus-per-worker); add nodes or ask for less"
+        )
+    failures = getattr(error, "worker_failures", None) or {}
+    lines = {}
+    for rank, failure in sorted(failures.items()):
+        text = f"{type(failure).__name__}: {str(failure).strip().splitlines()[-1] if str(failure).strip() else ''}"
+        lines.setdefault(text, []).append(rank)
+    if not lines:
+        return f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
+    return "\n".join(f"rank(s) {', '.join(map(str, ranks))}: {text}" for text, ranks in lines.items())
+
+
 def main(argv: list[str] | None = None) -> int:
     from espnet3.utils.quiet import silence_library_noise
 
@@ -176,11 +255,30 @@ def main(argv: list[str] | None = None) -> int:
         check, execute = runner.preflight, runner.run
     else:
         check, execute = preflight, run
+    from ray.train import TrainingFailedError
+
+    stop_on_sigterm()
     try:
         return execute(spec, check(spec))
     except (ConfigError, DataError, FileExistsError, FileNotFoundError) as exc:
+        if spec.verbose:
+            raise
         print(f"espnet3.launch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except TrainingFailedError as exc:
+        if spec.verbose:
+            raise
+        print(f"espnet3.launch: training failed:\n{describe_failure(exc)}\n(--verbose or {DEBUG_ENV}=1 for "
+              "tracebacks)", file=sys.stderr)
+        return EXIT_FAILED
+    except (Terminated, KeyboardInterrupt) as exc:
+        import ray
+
+        ray.shutdown()
+        what = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        print(f"[espnet3] stopped by {what}; what was saved stays: continue with the same command and --resume",
+              file=sys.stderr, flush=True)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -14,16 +14,9 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        from espnet3.orchestration.cluster import LOCAL_SYSTEM_CONFIG, running_local_cluster
+        from espnet3.orchestration.cluster import running_local_cluster, start_local_cluster
 
         running_local_cluster()  # drops a dead cluster's pointer file
-
-        ray.init(
-            address="local",
-            num_cpus=4,
-            log_to_driver=False,
-            configure_logging=False,
-            _system_config=LOCAL_SYSTEM_CONFIG,
-        )
+        start_local_cluster(4, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()

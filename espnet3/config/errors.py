@@ -14,12 +14,13 @@ class ConfigError(ValueError):
     is usually looking at a cluster log, not at the code that parsed the file.
     """
 
-    def __init__(self, key: str, source: str | Path | None, problem: str, fix: str):
+    def __init__(self, key: str, source: str | Path | None, problem: str, fix: str | None):
+        """``fix=None`` when ``problem`` already says how to fix it (messages of the checks espnet3 reuses)."""
         self.key = key
         self.source = str(source) if source is not None else "<overrides>"
         self.problem = problem
         self.fix = fix
-        super().__init__(f"{self.source}: `{key}`: {problem}. Fix: {fix}")
+        super().__init__(f"{self.source}: `{key}`: {problem}" + (f". Fix: {fix}" if fix else ""))
 
     @classmethod
     def from_omegaconf(

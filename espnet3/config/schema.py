@@ -28,14 +28,22 @@ class FieldSpec:
         kind: ``"str"``, ``"int"``, ``"bool"``, ``"number"``, ``"mapping"`` or ``"list"``.
         nullable: whether ``null`` is allowed.
         choices: the allowed values, for enumerations such as ``scheduler_interval``.
+        minimum: the smallest allowed number (``0`` is a value like any other: no falsy fallbacks).
     """
 
     key: str
     kind: str
     nullable: bool = False
     choices: tuple[str, ...] = ()
+    minimum: float | None = None
 
     def check(self, value: Any, source: str | Path | None) -> None:
+        if value is _ABSENT:
+            if self.nullable:
+                return  # deleted (`~key`): the same as null
+            raise ConfigError(
+                self.key, source, "was deleted, but espnet3 needs it", f"drop the `~{self.key}` override"
+            )
         if value is None:
             if self.nullable:
                 return
@@ -55,6 +63,10 @@ class FieldSpec:
                 source,
                 f"{value!r} is not one of {', '.join(self.choices)}",
                 f"set `{self.key}` to one of {', '.join(self.choices)}",
+            )
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigError(
+                self.key, source, f"{value!r} is below {self.minimum:g}", f"set `{self.key}` to {self.minimum:g} or more"
             )
 
 
@@ -82,7 +94,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("name", "str"),
     FieldSpec("exp_dir", "str"),
     FieldSpec("stats_dir", "str"),
-    FieldSpec("seed", "int"),
+    FieldSpec("seed", "int", minimum=0),
     FieldSpec("task", "str", nullable=True),
     FieldSpec("model", "mapping"),
     FieldSpec("data", "mapping"),
@@ -96,11 +108,14 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("scheduler_monitor", "str", nullable=True),
     FieldSpec("optimizers", "mapping", nullable=True),
     FieldSpec("schedulers", "mapping", nullable=True),
-    FieldSpec("max_nan_batches", "int"),
+    FieldSpec("max_nan_batches", "int", minimum=1),
     FieldSpec("trainer", "mapping"),
     FieldSpec("best_model_criterion", "list"),
-    FieldSpec("report_every_n_steps", "int", nullable=True),
-    FieldSpec("max_failures", "int"),
+    FieldSpec("report_every_n_steps", "int", nullable=True, minimum=1),
+    FieldSpec("max_failures", "int", minimum=-1),
+    FieldSpec("timeouts", "mapping"),
+    FieldSpec("timeouts.worker_start_s", "number", minimum=1),
+    FieldSpec("timeouts.collective_s", "number", minimum=1),
     FieldSpec("logging", "mapping"),
     FieldSpec("logging.tensorboard", "bool"),
     FieldSpec("logging.wandb", "mapping", nullable=True),
@@ -153,7 +168,10 @@ def validate(cfg: DictConfig, source: str | Path | None) -> None:
         )
     resolved = _resolved_container(cfg, source)
     for spec in FIELDS:
-        spec.check(_lookup(resolved, spec.key), source)
+        value = _lookup(resolved, spec.key)
+        spec.check(value, source)
+        if value is _ABSENT and "." not in spec.key:
+            resolved[spec.key] = None  # a deleted optional block reads as null below
     _check_model(resolved, source)
     _check_optimization(resolved, source)
     _check_best_model_criterion(resolved["best_model_criterion"], source)
@@ -196,9 +214,15 @@ def _resolved_container(cfg: DictConfig, source: str | Path | None) -> dict[str,
         raise _interpolation_error(exc, source) from None
 
 
+_ABSENT = object()
+
+
 def _lookup(container: Mapping[str, Any], dotted: str) -> Any:
+    """The value at ``dotted``, or ``_ABSENT`` when a ``~key`` override deleted it."""
     node: Any = container
     for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _ABSENT
         node = node[part]
     return node
 

@@ -26,6 +26,8 @@ def local_cpus(spec: LaunchSpec, concurrent_runs: int = 1) -> int:
 # Ray Train turns print() in workers into log records, which its console handler and
 # the worker's stdout then both forward to the driver: every line would appear twice.
 WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+# The State API's address for processes of a cluster espnet3 started (see connect()).
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
 # Where the launcher runs: workers resolve a config's relative paths from there too.
 LAUNCH_DIR_ENV = "ESPNET3_LAUNCH_DIR"
 
@@ -50,18 +52,43 @@ def enter_launch_dir() -> None:
 LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
 
 
-def connect(spec: LaunchSpec, concurrent_runs: int = 1, recipe_code: Sequence[Path] = ()) -> None:
-    """Join ``--address``/``RAY_ADDRESS``, a live local cluster, or start one.
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def connect(spec: LaunchSpec, concurrent_runs: int = 1, recipe_code: Sequence[Path] = ()) -> bool:
+    """Join ``--address``/``RAY_ADDRESS``, a live local cluster, or start one; True when started here.
 
     ``recipe_code`` (a recipe's ``src/`` package) travels to the workers of a remote
     cluster through the runtime environment; local workers import it in place.
+
+    Every process of the run is told which cluster is its own (``RAY_ADDRESS``, or the API
+    server's address for a new local cluster): Ray Train's placement-group cleaner queries the
+    State API without an address, and with a second Ray instance on the machine it fails
+    ("multiple active Ray instances"); a stopped sweep trial then leaks its placement group
+    and the next trial waits forever.
     """
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     address = spec.address or os.environ.get("RAY_ADDRESS")
-    runtime_env: dict = {"env_vars": {**WORKER_ENV, LAUNCH_DIR_ENV: os.getcwd()}}
+    if not address and running_local_cluster() is not None:
+        print("[espnet3] joining the Ray cluster already running on this machine", flush=True)
+        address = running_local_cluster()
+    if address == "auto":  # `ray job submit` entrypoints: name the cluster, not "whichever is running"
+        from ray._private.services import canonicalize_bootstrap_address_or_die
+
+        address = canonicalize_bootstrap_address_or_die("auto")
+    own = {"RAY_ADDRESS": address} if address else {}
+    os.environ.update(own)  # this driver's own State API calls
+    if address:
+        os.environ.pop(API_SERVER_ENV, None)  # left by a local cluster this process started before
+    runtime_env: dict = {"env_vars": {**WORKER_ENV, LAUNCH_DIR_ENV: os.getcwd(), **own}}
     if spec.address and recipe_code:
         runtime_env["py_modules"] = [str(path) for path in recipe_code]
     kwargs = dict(
@@ -72,16 +99,33 @@ def connect(spec: LaunchSpec, concurrent_runs: int = 1, recipe_code: Sequence[Pa
     )
     if address:
         ray.init(address=address, **kwargs)
-        return
-    if running_local_cluster() is not None:
-        print("[espnet3] joining the Ray cluster already running on this machine", flush=True)
-        ray.init(address="auto", **kwargs)
-        return
-    # "local" always starts a new cluster: a bare ray.init() would try to join the
-    # cluster named in /tmp/ray/ray_current_cluster even when that one is long dead.
+        return False
+    start_local_cluster(local_cpus(spec, concurrent_runs), **kwargs)
+    return True
+
+
+def start_local_cluster(num_cpus: int, runtime_env: dict | None = None, **kwargs) -> None:
+    """Start a new single-machine cluster whose every process knows its State API address.
+
+    ``address="local"`` always starts a new cluster: a bare ``ray.init()`` would try to join
+    the cluster named in /tmp/ray/ray_current_cluster even when that one is long dead. The
+    dashboard (the State API server) gets a port chosen here, exported before the raylet
+    starts so that every worker inherits it (see :func:`connect`).
+    """
+    import ray
+
+    port = _free_port()
+    own = {API_SERVER_ENV: f"http://127.0.0.1:{port}"}
+    os.environ.update(own)
+    runtime_env = dict(runtime_env or {})
+    runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **own}
     ray.init(
         address="local",
-        num_cpus=local_cpus(spec, concurrent_runs),
+        num_cpus=num_cpus,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=port,
+        runtime_env=runtime_env,
         _system_config=LOCAL_SYSTEM_CONFIG,
         **kwargs,
     )

@@ -25,6 +25,7 @@ class LaunchSpec:
         stages: which stages to run, in order.
         resume: continue the run already in ``exp_dir`` instead of refusing to touch it.
         dry_run: validate and print the plan, start nothing.
+        verbose: show tracebacks of configuration and training errors.
         overrides: ``a.b=value`` / ``+a.b=value`` config overrides.
     """
 
@@ -37,6 +38,7 @@ class LaunchSpec:
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     resume: bool = False
     dry_run: bool = False
+    verbose: bool = False
     overrides: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:

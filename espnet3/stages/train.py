@@ -14,6 +14,8 @@ from espnet3.orchestration.launch_spec import LaunchSpec
 from espnet3.utils.atomic import atomic_write_json
 
 FAULT_INJECTION_ENV = "ESPNET3_FAULT_INJECTION"
+WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+COLLECTIVE_TIMEOUT_ENV = "RAY_TRAIN_COLLECTIVE_TIMEOUT_S"
 
 
 @dataclass(frozen=True)
@@ -49,14 +51,19 @@ def build_torch_trainer(
     """The Ray Train run of ``cfg`` over the data of ``plan``; ``callbacks`` (Ray ``UserCallback``s)
     let a Tune trial forward its reports to Tune."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
 
+    from espnet3.orchestration.failures import espnet_trainer_class
     from espnet3.orchestration.worker import train_loop_per_worker
 
     exp_dir = Path(cfg.exp_dir).resolve()
     criterion = BestCriterion.from_config(cfg)
     resources = {"CPU": spec.cpus_per_worker, **({"GPU": 1} if spec.use_gpu else {})}
-    return TorchTrainer(
+    # Read by Ray Train's controller (propagated from the driver's environment): no run waits
+    # forever for workers or for a peer in a collective.
+    os.environ[WORKER_START_TIMEOUT_ENV] = str(cfg.timeouts.worker_start_s)
+    os.environ[COLLECTIVE_TIMEOUT_ENV] = str(cfg.timeouts.collective_s)
+    return espnet_trainer_class()(
         train_loop_per_worker,
         train_loop_config={
             "cfg": OmegaConf.to_container(cfg, resolve=True),
@@ -66,7 +73,7 @@ def build_torch_trainer(
             "cpus_per_worker": spec.cpus_per_worker,
             "fault_injection": os.environ.get(FAULT_INJECTION_ENV),
         },
-        torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo"),
+        torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo", timeout_s=int(cfg.timeouts.collective_s)),
         scaling_config=ScalingConfig(
             num_workers=spec.world_size, use_gpu=spec.use_gpu, resources_per_worker=resources
         ),

@@ -12,6 +12,7 @@ import copy
 import difflib
 import functools
 import importlib
+import inspect
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -236,7 +237,41 @@ def check_task_blocks(
                 f"`model.{key}` ({model[key]!r}) and `preprocessor.{key}` ({preprocessor[key]!r}) differ; "
                 "set it in one place."
             )
+    _check_class_choices(task_cls, {"model": model, "preprocessor": preprocessor})
     return task_cls
+
+
+def _check_class_choices(task_cls: type, blocks: Mapping[str, Mapping[str, Any]]) -> None:
+    """Each class choice (``encoder: conformer``) is one of the task's, and its ``_conf`` fits its class.
+
+    ESPnet2 checks both only when it builds the model; here a typo is named with the closest
+    valid choice, and an unknown keyword with the class it is not an argument of.
+    """
+    for choices in task_cls.class_choices_list:
+        for block_name, block in blocks.items():
+            if choices.name not in block:
+                continue
+            value = block[choices.name]
+            key = f"{block_name}.{choices.name}"
+            if isinstance(value, str) and value.lower() == "none":
+                value = None
+            valid = [c for c in choices.choices() if c is not None]
+            if value is None:
+                continue  # ESPnet2's builders take None (no frontend: features as input)
+            if not isinstance(value, str) or value.lower() not in choices.classes:
+                close = difflib.get_close_matches(str(value).lower(), valid, n=1)
+                hint = f" Did you mean `{close[0]}`?" if close else ""
+                raise ValueError(f"`{key}: {value}` is not a {choices.name} of {task_cls.__name__}.{hint} "
+                                 f"Valid: {', '.join(valid)}.")
+            conf = block.get(f"{choices.name}_conf") or {}
+            cls = choices.get_class(value)
+            try:
+                inspect.signature(cls).bind_partial(**conf)
+            except TypeError as err:
+                raise ValueError(
+                    f"`{key}_conf` does not fit {cls.__module__}.{cls.__name__} ({err}); use its arguments: "
+                    f"{', '.join(p for p in inspect.signature(cls).parameters if p not in ('self', 'args', 'kwargs'))}."
+                ) from None
 
 
 def task_args(

@@ -67,7 +67,7 @@ class ESPnetLightningModule(L.LightningModule):
         self.plan = OptimizationPlan.from_config(cfg)
         freeze = (cfg.get("model") or {}).get("freeze_param") or []
         self.frozen_parameters = freeze_parameters(model, freeze) if freeze else []
-        self.nan_guard = NonFiniteGuard(cfg.get("max_nan_batches") or DEFAULT_MAX_NAN_BATCHES)
+        self.nan_guard = NonFiniteGuard(cfg.get("max_nan_batches", DEFAULT_MAX_NAN_BATCHES))
         self.contract = ForwardContract(type(model).__name__, multi=self.plan.multi)
         self.automatic_optimization = not self.plan.multi
         self.router = OptimizerRouter(self.plan.optimizers) if self.plan.multi else None

@@ -19,6 +19,10 @@ import torch.distributed as dist
 DEFAULT_MAX_NAN_BATCHES = 100
 
 
+class NaNLimitError(RuntimeError):
+    """``max_nan_batches`` consecutive batches were skipped: training diverged (a restart repeats it)."""
+
+
 class BatchDecision(enum.Enum):
     TRAIN = "train"
     SKIP = "skip"
@@ -74,7 +78,7 @@ class NonFiniteGuard:
         self.consecutive_skips += 1
         self.total_skips += 1
         if self.consecutive_skips >= self.max_consecutive:
-            raise RuntimeError(
+            raise NaNLimitError(
                 f"Skipped {self.consecutive_skips} consecutive batches because the loss was NaN/Inf on at "
                 f"least one rank (max_nan_batches={self.max_consecutive}). Training is diverging: lower the "
                 "learning rate (optimizer lr / warmup), enable gradient clipping "
