@@ -104,6 +104,9 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("logging", "mapping"),
     FieldSpec("logging.tensorboard", "bool"),
     FieldSpec("logging.wandb", "mapping", nullable=True),
+    FieldSpec("callbacks", "list"),
+    FieldSpec("loggers", "list"),
+    FieldSpec("ema", "mapping", nullable=True),
     FieldSpec("inference", "mapping"),
     FieldSpec("metrics", "list", nullable=True),
 )
@@ -158,6 +161,17 @@ def validate(cfg: DictConfig, source: str | Path | None) -> None:
     _check_optimization(resolved, source)
     _check_best_model_criterion(resolved["best_model_criterion"], source)
     _check_data_sections(resolved, source)
+    _check_training(resolved, source)
+
+
+def _check_training(cfg: Mapping[str, Any], source: str | Path | None) -> None:
+    """Parse the training side (criteria, callbacks, loggers, ema, trainer) as the run will."""
+    from espnet3.orchestration.train_spec import TrainSpec
+
+    try:
+        TrainSpec.from_config(cfg)
+    except (ValueError, TypeError) as err:
+        raise ConfigError.from_spec_error(err, source) from None
 
 
 def _check_data_sections(cfg: Mapping[str, Any], source: str | Path | None) -> None:
