@@ -165,9 +165,16 @@ def validate(cfg: DictConfig, source: str | Path | None) -> None:
 
 
 def _check_training(cfg: Mapping[str, Any], source: str | Path | None) -> None:
-    """Parse the training side (criteria, callbacks, loggers, ema, trainer) as the run will."""
-    from espnet3.orchestration.train_spec import TrainSpec
+    """Parse the training side (criteria, callbacks, loggers, ema, trainer) as the run will.
 
+    Callback and logger classes are imported, from the config file's directory too (a recipe's
+    ``src/``), as the workers will.
+    """
+    from espnet3.orchestration.train_spec import TrainSpec
+    from espnet3.utils.task_utils import config_code_dir, make_importable
+
+    if source is not None and Path(source).is_file():
+        make_importable(config_code_dir(source))
     try:
         TrainSpec.from_config(cfg)
     except (ValueError, TypeError) as err:

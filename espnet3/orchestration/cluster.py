@@ -50,16 +50,32 @@ def enter_launch_dir() -> None:
 LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
 
 
-def connect(spec: LaunchSpec, concurrent_runs: int = 1, recipe_code: Sequence[Path] = ()) -> None:
+def connect(
+    spec: LaunchSpec, concurrent_runs: int = 1, recipe_code: Sequence[Path] = (), log_dir: Path | None = None
+) -> None:
     """Join ``--address``/``RAY_ADDRESS``, a live local cluster, or start one.
 
     ``recipe_code`` (a recipe's ``src/`` package) travels to the workers of a remote
-    cluster through the runtime environment; local workers import it in place.
+    cluster through the runtime environment; local workers import it in place. With
+    ``log_dir``, Ray's driver-side notices and Train controller output go to a file there
+    instead of the console (:mod:`espnet3.orchestration.console`).
     """
     import ray
 
     if ray.is_initialized():
         return
+    if log_dir is not None:
+        from espnet3.orchestration.console import keep_ray_noise_in, route_controller_output
+
+        keep_ray_noise_in(log_dir)
+    _init(spec, concurrent_runs, recipe_code)
+    if log_dir is not None:
+        route_controller_output(log_dir)
+
+
+def _init(spec: LaunchSpec, concurrent_runs: int, recipe_code: Sequence[Path]) -> None:
+    import ray
+
     address = spec.address or os.environ.get("RAY_ADDRESS")
     runtime_env: dict = {"env_vars": {**WORKER_ENV, LAUNCH_DIR_ENV: os.getcwd()}}
     if spec.address and recipe_code:
