@@ -7,6 +7,7 @@ otherwise wraps the model exactly as Lightning does. espnet3 itself runs FSDP on
 
 from __future__ import annotations
 
+import pytest
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 
@@ -40,7 +41,7 @@ class NaNGradRegressor(Regressor):
         return loss, stats, weight
 
 
-def _train(rank, world_size, out_dir, model_cls, poison_at):
+def _train(model_cls, rank, poison_at):
     torch.manual_seed(0)
     module = ESPnetLightningModule(model_cls(), ADAM)
     trace = Trace()
@@ -50,24 +51,50 @@ def _train(rank, world_size, out_dir, model_cls, poison_at):
             "skipped_steps": module.skipped_steps}
 
 
+def _both(rank, world_size, out_dir):
+    """Both scenarios in the same two processes (starting them is most of the cost)."""
+    return {"nan_loss": _train(Regressor, rank, {2, 4}), "nan_grad": _train(NaNGradRegressor, rank, {3})}
+
+
+@pytest.fixture(scope="module")
+def fsdp_runs(tmp_path_factory):
+    results = run_ddp(_both, tmp_path_factory.mktemp("fsdp"))
+    for result in results:
+        assert "ok" in result, result.get("traceback")
+    return [result["ok"] for result in results]
+
+
 def _unchanged_steps(shards: list[torch.Tensor]) -> set[int]:
     return {step for step in range(1, len(shards)) if torch.equal(shards[step - 1], shards[step])}
 
 
-def test_nan_loss_on_one_rank_skips_the_batch_on_every_rank_under_fsdp(tmp_path):
-    results = run_ddp(_train, tmp_path, model_cls=Regressor, poison_at={2, 4})
-    for result in results:
-        assert "ok" in result, result.get("traceback")
-        assert _unchanged_steps(result["ok"]["shards"]) == {2, 4}
-        assert result["ok"]["skipped_batches"] == 2
-    sizes = [results[r]["ok"]["shards"][0].numel() for r in range(2)]
+def test_nan_loss_on_one_rank_skips_the_batch_on_every_rank_under_fsdp(fsdp_runs):
+    for rank in fsdp_runs:
+        assert _unchanged_steps(rank["nan_loss"]["shards"]) == {2, 4}
+        assert rank["nan_loss"]["skipped_batches"] == 2
+    sizes = [rank["nan_loss"]["shards"][0].numel() for rank in fsdp_runs]
     assert sum(sizes) == 5 and min(sizes) > 0  # the 5 weights really are split across the ranks
 
 
-def test_non_finite_gradient_in_one_ranks_shard_skips_the_step_on_every_rank(tmp_path):
+def test_non_finite_gradient_in_one_ranks_shard_skips_the_step_on_every_rank(fsdp_runs):
     """rank 0's infinite bias gradient lands in one rank's shard only; both must skip, or shards diverge."""
-    results = run_ddp(_train, tmp_path, model_cls=NaNGradRegressor, poison_at={3})
-    for result in results:
-        assert "ok" in result, result.get("traceback")
-        assert _unchanged_steps(result["ok"]["shards"]) == {3}
-        assert result["ok"]["skipped_steps"] == 1 and result["ok"]["skipped_batches"] == 0
+    for rank in fsdp_runs:
+        assert _unchanged_steps(rank["nan_grad"]["shards"]) == {3}
+        assert rank["nan_grad"]["skipped_steps"] == 1 and rank["nan_grad"]["skipped_batches"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="Ray's FSDP strategy runs on GPU workers: needs 2 GPUs")
+def test_tiny_asr_trains_with_rays_fsdp_strategy_on_two_gpus(tmp_path, ray_cluster):
+    """The product path (RayFSDPStrategy, nccl, full-state checkpoints averaged on the driver)."""
+    from pathlib import Path
+
+    from espnet3 import launch
+
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny_asr.yaml"
+    data = tmp_path / "data"
+    assert launch.main([
+        "--config", str(tiny), "--num-gpus", "2", f"exp_dir={tmp_path}/exp", f"data.train={data}/train",
+        f"data.valid={data}/valid", f"data.test.test={data}/test", "trainer.strategy=fsdp", "--stages", "train",
+    ]) == 0
+    assert (tmp_path / "exp" / "valid.loss.ave_2best.pth").is_file()
