@@ -52,11 +52,6 @@ class StrategySpec:
             return cls(value["name"], options)
         raise ValueError(f"`trainer.strategy` must be a name or a block with `name`, got {value!r}; write {EXAMPLE}")
 
-    @property
-    def shards_gradients(self) -> bool:
-        """Whether each rank holds only a shard of the gradients (decisions on them need a collective)."""
-        return self.name != "ddp"
-
     def check(self, *, multi_optimizer: bool, ema: bool, gradient_clip_norm: bool) -> None:
         """Refuse combinations that fail inside the workers, with the reason and the fix."""
         if self.name != "fsdp":

@@ -71,8 +71,9 @@ class TrainSpec:
         strategy.check(
             multi_optimizer=cfg.get("optimizers") is not None,
             ema=ema is not None,
+            # Lightning clips by norm unless told `value`.
             gradient_clip_norm=trainer.get("gradient_clip_val") is not None
-            and trainer.get("gradient_clip_algorithm", "norm") == "norm",
+            and trainer.get("gradient_clip_algorithm") in (None, "norm"),
         )
         every = cfg.get("report_every_n_steps")
         if every:
