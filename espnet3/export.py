@@ -18,6 +18,9 @@ from espnet3.utils.atomic import atomic_save, atomic_write
 
 # The Lightning module keeps the ESPnet model as its attribute `model`.
 LIGHTNING_MODEL_PREFIX = "model."
+WEIGHTS = ("trained", "ema")
+# Where Lightning's weight-averaging callbacks keep the trained weights in a checkpoint.
+EMA_TRAINED_KEY = "current_model_state"
 
 
 def write_espnet2_config(preprocess: PreprocessSpec, exp_dir: str | Path, seed: int) -> Path:
@@ -57,14 +60,27 @@ def save_model_pth(model: torch.nn.Module, path: str | Path) -> Path:
     return atomic_save(path, lambda tmp: torch.save(model.state_dict(), tmp))
 
 
-def load_model_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The ESPnet model's ``state_dict`` from a Lightning ``.ckpt`` or a plain ``.pth``."""
+def load_model_state(path: str | Path, weights: str = "trained") -> dict[str, torch.Tensor]:
+    """The ESPnet model's ``state_dict`` from a Lightning ``.ckpt`` or a plain ``.pth``.
+
+    Args:
+        weights: which weights of a checkpoint written with ``ema:``: ``trained`` (the optimizer's)
+            or ``ema`` (the moving average). Lightning's EMA callback stores the average as the
+            checkpoint's ``state_dict`` and the trained weights as ``current_model_state``.
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     loaded = torch.load(Path(path), map_location="cpu", weights_only=False)
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: expected a state_dict or a Lightning checkpoint, got {type(loaded).__name__}")
     if "state_dict" not in loaded:
+        if weights == "ema":
+            raise ValueError(f"{path} is a plain state_dict: it holds one set of weights, not an EMA")
         return loaded
-    state = loaded["state_dict"]
+    has_ema = EMA_TRAINED_KEY in loaded
+    if weights == "ema" and not has_ema:
+        raise ValueError(f"{path} holds no EMA weights: the run was trained without `ema:`")
+    state = loaded[EMA_TRAINED_KEY] if has_ema and weights == "trained" else loaded["state_dict"]
     model_state = {
         k[len(LIGHTNING_MODEL_PREFIX):]: v
         for k, v in state.items()
@@ -78,8 +94,10 @@ def load_model_state(path: str | Path) -> dict[str, torch.Tensor]:
     return model_state
 
 
-def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> Path:
+def average_checkpoints(paths: Sequence[str | Path], out: str | Path, weights: str = "trained") -> Path:
     """Average the model weights of several checkpoints into one ``.pth`` at ``out``.
+
+    ``weights`` picks the trained or the EMA weights (:func:`load_model_state`).
 
     Floating-point tensors are averaged (in float64, then cast back). Integer tensors such
     as BatchNorm's ``num_batches_tracked`` are counters, not weights: the last checkpoint's
@@ -87,7 +105,7 @@ def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> Path:
     """
     if not paths:
         raise ValueError("average_checkpoints needs at least one checkpoint path")
-    states = [load_model_state(p) for p in paths]
+    states = [load_model_state(p, weights) for p in paths]
     keys = list(states[-1])
     for path, state in zip(paths, states):
         if set(state) != set(keys):

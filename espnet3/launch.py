@@ -112,6 +112,17 @@ def check_gpus(spec: LaunchSpec) -> None:
         )
 
 
+def check_workers(cfg: DictConfig, spec: LaunchSpec) -> None:
+    """The training strategy against the launch options (FSDP needs GPU workers)."""
+    from espnet3.config.errors import ConfigError
+    from espnet3.orchestration.train_spec import TrainSpec
+
+    try:
+        TrainSpec.from_config(OmegaConf.to_container(cfg, resolve=True)).strategy.check_workers(spec.use_gpu)
+    except ValueError as err:
+        raise ConfigError.from_spec_error(err, spec.config) from None
+
+
 def preflight(spec: LaunchSpec) -> DictConfig:
     from espnet3.config.loader import load_config
     from espnet3.config.preflight import check_config
@@ -125,17 +136,31 @@ def preflight(spec: LaunchSpec) -> DictConfig:
     check_gpus(spec)
     make_importable(config_code_dir(spec.config))  # a model `_target_` in the recipe's src/
     check_config(OmegaConf.to_container(cfg, resolve=True), spec.config)
-    if {"infer", "measure"} & set(spec.stages):
+    if "train" in spec.stages:
+        check_workers(cfg, spec)
+    if "pack" in spec.stages and not cfg.get("task"):
+        from espnet3.config.errors import ConfigError
+
+        raise ConfigError(
+            "task", spec.config, "the pack stage ships an ESPnet2 task model (config.yaml + .pth), and a "
+            "`model._target_` model has no ESPnet2 task", "leave `pack` out of --stages",
+        )
+    if {"infer", "measure", "pack"} & set(spec.stages):
         evaluation_plan(cfg, spec.config)  # inference options and metrics checked now, not after training
     return cfg
 
 
 def evaluation_plan(cfg: DictConfig, source: Path | None = None):
     from espnet3.config.preflight import check_evaluation
-    from espnet3.stages.train import BestCriterion
 
-    averaged = Path(cfg.exp_dir) / BestCriterion.from_config(cfg).averaged_name
-    return check_evaluation(OmegaConf.to_container(cfg, resolve=True), averaged, source)
+    return check_evaluation(OmegaConf.to_container(cfg, resolve=True), default_model(cfg), source)
+
+
+def default_model(cfg: DictConfig) -> Path:
+    """The model evaluation and packing use unless told otherwise: the first criterion's average."""
+    from espnet3.orchestration.criteria import parse_criteria
+
+    return Path(cfg.exp_dir) / parse_criteria(cfg.best_model_criterion)[0].averaged_name
 
 
 def run(spec: LaunchSpec, cfg: DictConfig) -> int:
@@ -163,27 +188,29 @@ def run(spec: LaunchSpec, cfg: DictConfig) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from espnet3.orchestration.cluster import connect
+    from espnet3.orchestration.console import LOG_DIR
 
     plain = OmegaConf.to_container(cfg, resolve=True)
 
     def check_model():
         return check_trainable(plain, lambda: build_model(cfg, config_dir, plan), spec.config)
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # Building the model (and its module and optimizers) once here turns a bad model
-        # block into one clear error before any worker starts; in a thread it overlaps Ray's
-        # start-up instead of adding its ~6 s (mostly espnet2 imports) to the time to first step.
-        check = None if "collect_stats" in spec.stages else pool.submit(check_model)
-        connect(spec, recipe_code=recipe_code(cfg, config_dir))
-        stop_on_sigterm()
-        plan.prepare_shapes(splits, parallel=True)
-        if "collect_stats" in spec.stages:
-            from espnet3.stages.collect_stats import collect_stats
+    if set(spec.stages) != {"pack"}:  # packing reads files only: no cluster needed
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # Building the model (and its module and optimizers) once here turns a bad model
+            # block into one clear error before any worker starts; in a thread it overlaps Ray's
+            # start-up instead of adding its ~6 s (mostly espnet2 imports) to the time to first step.
+            check = None if "collect_stats" in spec.stages else pool.submit(check_model)
+            connect(spec, recipe_code=recipe_code(cfg, config_dir), log_dir=exp_dir / LOG_DIR)
+            stop_on_sigterm()
+            plan.prepare_shapes(splits, parallel=True)
+            if "collect_stats" in spec.stages:
+                from espnet3.stages.collect_stats import collect_stats
 
-            stats_dir = collect_stats(*stats_model(cfg, plan), plan)
-            print(f"[espnet3] feature statistics -> {stats_dir}", flush=True)
-            check = pool.submit(check_model)  # needs the statistics
-        check.result()
+                stats_dir = collect_stats(*stats_model(cfg, plan), plan)
+                print(f"[espnet3] feature statistics -> {stats_dir}", flush=True)
+                check = pool.submit(check_model)  # needs the statistics
+            check.result()
     save_config(cfg, exp_dir / "train.yaml")
     if "train" in spec.stages:
         from espnet3.orchestration.provenance import write_run_file
@@ -193,6 +220,12 @@ def run(spec: LaunchSpec, cfg: DictConfig) -> int:
         run_train(cfg, spec, config_dir, plan)
     if {"infer", "measure"} & set(spec.stages):
         run_evaluation(spec, evaluation_plan(cfg), plan)
+    if "pack" in spec.stages:
+        from espnet3.stages.pack import pack
+
+        evaluation = evaluation_plan(cfg)
+        packed = pack(evaluation.model, evaluation.system.packed_as, exp_dir, cfg.name, plan.token_streams)
+        print(f"[espnet3] packed {evaluation.model.model_file.name} -> {packed}", flush=True)
     print(f"[espnet3] results in {exp_dir} (tensorboard --logdir {exp_dir / 'tensorboard'})", flush=True)
     return 0
 

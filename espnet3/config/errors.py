@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from omegaconf.errors import OmegaConfBaseException
@@ -21,6 +22,15 @@ class ConfigError(ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{self.source}: `{key}`: {problem}" + (f". Fix: {fix}" if fix else ""))
+
+    @classmethod
+    def from_spec_error(cls, exc: Exception, source: str | Path | None) -> ConfigError:
+        """Wrap a spec parser's ``ValueError``/``TypeError``, whose text names the key (first, in
+        backticks) and the fix already."""
+        match = re.search(r"`([\w.\[\]]+)", str(exc))
+        error = cls(match.group(1) if match else "?", source, str(exc), "")
+        error.args = (f"{error.source}: {exc}",)
+        return error
 
     @classmethod
     def from_omegaconf(

@@ -20,38 +20,25 @@ from typing import Any
 
 from espnet3.config.errors import ConfigError
 
-# Trainer options espnet3 sets itself; a train.yaml that sets them would fight Ray.
-RESERVED_TRAINER_KEYS = (
-    "strategy",
-    "devices",
-    "num_nodes",
-    "accelerator",
-    "plugins",
-    "callbacks",
-    "logger",
-    "enable_checkpointing",
-    "use_distributed_sampler",
-    "default_root_dir",
-)
-
-
 def check_trainer(trainer: Mapping[str, Any], source: str | Path | None) -> None:
-    """Every ``trainer.<key>`` is a ``lightning.Trainer`` argument of the annotated type."""
+    """Every ``trainer.<key>`` is a ``lightning.Trainer`` argument of the annotated type.
+
+    (Keys espnet3 sets itself, and ``strategy``, are :class:`TrainSpec`'s, checked at load time.)
+    """
     import typing
 
     import lightning as L
     from typeguard import TypeCheckError, check_type
+
+    from espnet3.orchestration.train_spec import RESERVED_TRAINER_KEYS
 
     parameters = inspect.signature(L.Trainer.__init__).parameters
     hints = typing.get_type_hints(L.Trainer.__init__)
     valid = [name for name in parameters if name != "self" and name not in RESERVED_TRAINER_KEYS]
     for key, value in trainer.items():
         where = f"trainer.{key}"
-        if key in RESERVED_TRAINER_KEYS:
-            raise ConfigError(
-                where, source, "is set by espnet3 (Ray Train runs the workers)",
-                "remove it; use --num-gpus/--num-workers/--address for devices and nodes",
-            )
+        if key == "strategy" or key in RESERVED_TRAINER_KEYS:
+            continue  # checked by TrainSpec when the config is loaded (espnet3 maps strategies to Ray's)
         if key not in parameters:
             close = difflib.get_close_matches(key, valid, n=1)
             raise ConfigError(

@@ -119,6 +119,9 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("logging", "mapping"),
     FieldSpec("logging.tensorboard", "bool"),
     FieldSpec("logging.wandb", "mapping", nullable=True),
+    FieldSpec("callbacks", "list"),
+    FieldSpec("loggers", "list"),
+    FieldSpec("ema", "mapping", nullable=True),
     FieldSpec("inference", "mapping"),
     FieldSpec("metrics", "list", nullable=True),
 )
@@ -176,6 +179,24 @@ def validate(cfg: DictConfig, source: str | Path | None) -> None:
     _check_optimization(resolved, source)
     _check_best_model_criterion(resolved["best_model_criterion"], source)
     _check_data_sections(resolved, source)
+    _check_training(resolved, source)
+
+
+def _check_training(cfg: Mapping[str, Any], source: str | Path | None) -> None:
+    """Parse the training side (criteria, callbacks, loggers, ema, trainer) as the run will.
+
+    Callback and logger classes are imported, from the config file's directory too (a recipe's
+    ``src/``), as the workers will.
+    """
+    from espnet3.orchestration.train_spec import TrainSpec
+    from espnet3.utils.task_utils import config_code_dir, make_importable
+
+    if source is not None and Path(source).is_file():
+        make_importable(config_code_dir(source))
+    try:
+        TrainSpec.from_config(cfg)
+    except (ValueError, TypeError) as err:
+        raise ConfigError.from_spec_error(err, source) from None
 
 
 def _check_data_sections(cfg: Mapping[str, Any], source: str | Path | None) -> None:

@@ -60,11 +60,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def connect(spec: LaunchSpec, concurrent_runs: int = 1, recipe_code: Sequence[Path] = ()) -> bool:
+def connect(
+    spec: LaunchSpec, concurrent_runs: int = 1, recipe_code: Sequence[Path] = (), log_dir: Path | None = None
+) -> bool:
     """Join ``--address``/``RAY_ADDRESS``, a live local cluster, or start one; True when started here.
 
     ``recipe_code`` (a recipe's ``src/`` package) travels to the workers of a remote
-    cluster through the runtime environment; local workers import it in place.
+    cluster through the runtime environment; local workers import it in place. With
+    ``log_dir``, Ray's driver-side notices and Train controller output go to a file there
+    instead of the console (:mod:`espnet3.orchestration.console`).
 
     Every process of the run is told which cluster is its own (``RAY_ADDRESS``, or the API
     server's address for a new local cluster): Ray Train's placement-group cleaner queries the
@@ -76,6 +80,19 @@ def connect(spec: LaunchSpec, concurrent_runs: int = 1, recipe_code: Sequence[Pa
 
     if ray.is_initialized():
         return False
+    if log_dir is not None:
+        from espnet3.orchestration.console import keep_ray_noise_in, route_controller_output
+
+        keep_ray_noise_in(log_dir)
+    started = _init(spec, concurrent_runs, recipe_code)
+    if log_dir is not None:
+        route_controller_output(log_dir)
+    return started
+
+
+def _init(spec: LaunchSpec, concurrent_runs: int, recipe_code: Sequence[Path]) -> bool:
+    import ray
+
     address = spec.address or os.environ.get("RAY_ADDRESS")
     if not address and running_local_cluster() is not None:
         print("[espnet3] joining the Ray cluster already running on this machine", flush=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STAGES = ("collect_stats", "train", "infer", "measure")
+STAGES = ("collect_stats", "train", "infer", "measure", "pack")
 # `evaluate` (espnet3's earlier name) runs both test-set stages.
 STAGE_ALIASES = {"evaluate": ("infer", "measure")}
 

@@ -1,4 +1,4 @@
-"""The train stage: one Ray Train run of the config, then top-K averaging and ESPnet2 export."""
+"""The train stage: one Ray Train run of the config, then each criterion's top-K average and ESPnet2 export."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from espnet3.data.plan import DataPlan
 from espnet3.orchestration.launch_spec import LaunchSpec
+from espnet3.orchestration.train_spec import TrainSpec
 from espnet3.utils.atomic import atomic_write_json
 
 FAULT_INJECTION_ENV = "ESPNET3_FAULT_INJECTION"
@@ -18,46 +19,31 @@ WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 COLLECTIVE_TIMEOUT_ENV = "RAY_TRAIN_COLLECTIVE_TIMEOUT_S"
 
 
-@dataclass(frozen=True)
-class BestCriterion:
-    """``best_model_criterion[0]``: the metric Ray keeps the top-K checkpoints by."""
-
-    metric: str
-    keep: int
-    mode: str
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig) -> BestCriterion:
-        metric, keep, mode = cfg.best_model_criterion[0]
-        return cls(str(metric), int(keep), str(mode))
-
-    @property
-    def averaged_name(self) -> str:
-        """ESPnet's name for the averaged model, e.g. ``valid.loss.ave_3best.pth``."""
-        return f"{self.metric.replace('/', '.')}.ave_{self.keep}best.pth"
-
-
 @dataclass
 class TrainOutcome:
     exp_dir: Path
-    averaged_model: Path
+    averaged_models: dict[str, Path]
     last_model: Path
     metrics: dict
 
 
 def build_torch_trainer(
-    cfg: DictConfig, spec: LaunchSpec, config_dir: Path, plan: DataPlan, callbacks: Sequence = ()
+    cfg: DictConfig, spec: LaunchSpec, config_dir: Path, plan: DataPlan, callbacks: Sequence = (),
+    console_queue=None,
 ):
     """The Ray Train run of ``cfg`` over the data of ``plan``; ``callbacks`` (Ray ``UserCallback``s)
-    let a Tune trial forward its reports to Tune."""
+    let a Tune trial forward its reports to Tune, ``console_queue`` receives the console lines
+    (:class:`espnet3.orchestration.console.DriverConsole`)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig
 
     from espnet3.orchestration.failures import espnet_trainer_class
+    from espnet3.orchestration.pruning import CheckpointPruner
     from espnet3.orchestration.worker import train_loop_per_worker
 
     exp_dir = Path(cfg.exp_dir).resolve()
-    criterion = BestCriterion.from_config(cfg)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    train = TrainSpec.from_config(container)
     resources = {"CPU": spec.cpus_per_worker, **({"GPU": 1} if spec.use_gpu else {})}
     # Read by Ray Train's controller (propagated from the driver's environment): no run waits
     # forever for workers or for a peer in a collective.
@@ -66,12 +52,14 @@ def build_torch_trainer(
     return espnet_trainer_class()(
         train_loop_per_worker,
         train_loop_config={
-            "cfg": OmegaConf.to_container(cfg, resolve=True),
+            "cfg": container,
+            "train_spec": train,
             "data_plan": plan,
             "config_dir": str(config_dir),
             "use_gpu": spec.use_gpu,
             "cpus_per_worker": spec.cpus_per_worker,
             "fault_injection": os.environ.get(FAULT_INJECTION_ENV),
+            "console_queue": console_queue,
         },
         torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo", timeout_s=int(cfg.timeouts.collective_s)),
         scaling_config=ScalingConfig(
@@ -84,40 +72,79 @@ def build_torch_trainer(
             failure_config=FailureConfig(max_failures=int(cfg.max_failures)),
             # Ray Train's per-report INFO lines would drown espnet3's progress lines.
             logging_config=LoggingConfig(log_level="WARNING"),
+            # Ray keeps every checkpoint (it ranks by one metric only); CheckpointPruner keeps
+            # the top-K of every criterion. The first one orders Result.best_checkpoints.
             checkpoint_config=CheckpointConfig(
-                num_to_keep=criterion.keep,
-                checkpoint_score_attribute=criterion.metric,
-                checkpoint_score_order=criterion.mode,
+                num_to_keep=None,
+                checkpoint_score_attribute=train.default_criterion.metric,
+                checkpoint_score_order=train.default_criterion.mode,
             ),
-            callbacks=list(callbacks),
+            callbacks=[CheckpointPruner(exp_dir, train.criteria), *callbacks],
         ),
     )
 
 
 def run_train(cfg: DictConfig, spec: LaunchSpec, config_dir: Path, plan: DataPlan) -> TrainOutcome:
-    from espnet3.export import average_checkpoints, write_espnet2_config
-    from espnet3.orchestration.callbacks import CHECKPOINT_NAME
+    from espnet3.orchestration.console import LOG_DIR, DriverConsole
 
     exp_dir = Path(cfg.exp_dir).resolve()
-    criterion = BestCriterion.from_config(cfg)
-    result = build_torch_trainer(cfg, spec, config_dir, plan).fit()
-    scored = [(ckpt, m) for ckpt, m in result.best_checkpoints if criterion.metric in m]
-    if not scored:
-        raise RuntimeError(
-            f"No checkpoint reported `{criterion.metric}` (best_model_criterion); reported metrics: "
-            f"{sorted(result.metrics or {})}. Fix `best_model_criterion` in the train.yaml."
-        )
-    scored.sort(key=lambda item: item[1][criterion.metric], reverse=criterion.mode == "max")
-    best = [Path(ckpt.to_directory()) / CHECKPOINT_NAME for ckpt, _ in scored[: criterion.keep]]
-    averaged = average_checkpoints(best, exp_dir / criterion.averaged_name)
-    last = average_checkpoints([Path(result.checkpoint.to_directory()) / CHECKPOINT_NAME], exp_dir / "last.pth")
+    train = TrainSpec.from_config(OmegaConf.to_container(cfg, resolve=True))
+    print(f"[espnet3] worker output -> {exp_dir / LOG_DIR}/rank*.log", flush=True)
+    with DriverConsole() as console:
+        result = build_torch_trainer(cfg, spec, config_dir, plan, console_queue=console.queue).fit()
+    outcome = export_run(exp_dir, train, dict(result.metrics or {}))
     if plan.preprocess.task is not None:
+        from espnet3.export import write_espnet2_config
+
         write_espnet2_config(plan.preprocess, exp_dir, seed=int(cfg.seed))
-    atomic_write_json(exp_dir / "train_result.json", {
-        "metrics": dict(result.metrics or {}),
-        "best_checkpoints": [{"path": ckpt.path, criterion.metric: m[criterion.metric]} for ckpt, m in scored],
-        "averaged_model": str(averaged),
+    return outcome
+
+
+def export_run(exp_dir: Path, train: TrainSpec, metrics: dict) -> TrainOutcome:
+    """Average each criterion's kept checkpoints and write ``last.pth`` (and ``ema.pth``) and
+    ``train_result.json``.
+
+    Raises:
+        RuntimeError: when no kept checkpoint reported a criterion's metric.
+    """
+    from espnet3.components.ema import EMA_MODEL_FILE
+    from espnet3.export import average_checkpoints
+    from espnet3.orchestration.callbacks import CHECKPOINT_NAME
+    from espnet3.orchestration.pruning import read_reports
+
+    reports = [r for r in read_reports(exp_dir) if (exp_dir / r.name / CHECKPOINT_NAME).is_file()]
+    if not reports:
+        raise RuntimeError(f"No checkpoint was reported in {exp_dir}; did training run a validation?")
+    weights = "ema" if train.ema is not None and train.ema.exported else "trained"
+    averaged, summary = {}, []
+    for criterion in train.criteria:
+        best = criterion.best(reports)
+        if not best:
+            raise RuntimeError(
+                f"No checkpoint reported `{criterion.metric}` (best_model_criterion); reported metrics: "
+                f"{sorted(reports[-1].metrics)}. Fix `best_model_criterion` in the train.yaml."
+            )
+        path = average_checkpoints([exp_dir / r.name / CHECKPOINT_NAME for r in best],
+                                   exp_dir / criterion.averaged_name, weights=weights)
+        averaged[criterion.averaged_name] = path
+        summary.append({
+            "criterion": [criterion.metric, criterion.keep, criterion.mode],
+            "averaged_model": str(path),
+            "checkpoints": [{"path": str(exp_dir / r.name), criterion.metric: r.metrics[criterion.metric],
+                             "step": r.metrics.get("step")} for r in best],
+        })
+        print(f"[espnet3] averaged {len(best)} best checkpoints by {criterion.metric} ({criterion.mode}) -> {path}",
+              flush=True)
+    latest = exp_dir / reports[-1].name / CHECKPOINT_NAME
+    last = average_checkpoints([latest], exp_dir / "last.pth", weights=weights)
+    result = {
+        "metrics": metrics,
+        "weights": weights,
+        "criteria": summary,
+        "averaged_model": summary[0]["averaged_model"],
         "last_model": str(last),
-    })
-    print(f"[espnet3] averaged {len(best)} best checkpoints by {criterion.metric} -> {averaged}")
-    return TrainOutcome(exp_dir=exp_dir, averaged_model=averaged, last_model=last, metrics=dict(result.metrics or {}))
+    }
+    if train.ema is not None and not train.ema.exported:
+        result["ema_model"] = str(average_checkpoints([latest], exp_dir / EMA_MODEL_FILE, weights="ema"))
+    atomic_write_json(exp_dir / "train_result.json", result)
+    return TrainOutcome(exp_dir=exp_dir, averaged_models=averaged, last_model=last, metrics=metrics)

@@ -154,6 +154,7 @@ def report(grid, sweep: SweepSpec) -> int:
 
 def run(spec: LaunchSpec, sweep: SweepSpec) -> int:
     from espnet3.orchestration.cluster import connect
+    from espnet3.orchestration.console import LOG_DIR
     from espnet3.orchestration.preparation import default_stages, prepare_data, stats_model
     from espnet3.utils.task_utils import build_model
 
@@ -165,7 +166,7 @@ def run(spec: LaunchSpec, sweep: SweepSpec) -> int:
     cfg = shared_config(sweep)
     stages = [s for s in default_stages(cfg) if s in ("collect_stats", "train")]
     data_plan = prepare_data(cfg, stages)
-    connect(launch, sweep.max_concurrent_trials)
+    connect(launch, sweep.max_concurrent_trials, log_dir=sweep.output_dir / LOG_DIR)
     try:
         check_cluster_fits(sweep, launch)
     except SweepError as exc:

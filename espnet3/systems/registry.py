@@ -18,10 +18,13 @@ class System:
     Attributes:
         inference: dotted path of its :class:`espnet3.systems.base.inference.Inference`.
         metrics: the default ``metrics:`` blocks (``_target_`` + options).
+        packed_as: the ESPnet2 inference class's argument names for the config and the model
+            file, which a packed model's ``meta.yaml`` uses (ESPnet2's ``espnet2.bin.pack`` names).
     """
 
     inference: str
     metrics: tuple[dict, ...]
+    packed_as: tuple[str, str] = ("train_config", "model_file")
 
     def inference_class(self) -> type:
         return import_dotted(self.inference)
@@ -36,10 +39,16 @@ _BLEU = (_metric("espnet3.systems.mt.metrics.BLEU"),)
 _TTS = System("espnet3.systems.tts.inference.TTSInference", (_metric("espnet3.systems.tts.metrics.MCD"),))
 
 SYSTEMS: dict[str, System] = {
-    "ASRTask": System("espnet3.systems.asr.inference.ASRInference", _ERROR_RATES),
-    "STTask": System("espnet3.systems.st.inference.STInference", _BLEU),
-    "MTTask": System("espnet3.systems.mt.inference.MTInference", _BLEU),
-    "LMTask": System("espnet3.systems.lm.inference.LMInference", (_metric("espnet3.systems.lm.metrics.Perplexity"),)),
+    "ASRTask": System(
+        "espnet3.systems.asr.inference.ASRInference", _ERROR_RATES, ("asr_train_config", "asr_model_file")
+    ),
+    "STTask": System("espnet3.systems.st.inference.STInference", _BLEU, ("st_train_config", "st_model_file")),
+    "MTTask": System("espnet3.systems.mt.inference.MTInference", _BLEU, ("mt_train_config", "mt_model_file")),
+    "LMTask": System(
+        "espnet3.systems.lm.inference.LMInference",
+        (_metric("espnet3.systems.lm.metrics.Perplexity"),),
+        ("lm_train_config", "lm_file"),
+    ),
     "TTSTask": _TTS,
     "GANTTSTask": _TTS,
     "EnhancementTask": System(
@@ -51,7 +60,9 @@ SYSTEMS: dict[str, System] = {
     ),
     "SpeakerTask": System("espnet3.systems.spk.inference.SpeakerInference", (_metric("espnet3.systems.spk.metrics.EER"),)),
     "CLSTask": System(
-        "espnet3.systems.cls.inference.CLSInference", (_metric("espnet3.systems.base.classification.Accuracy"),)
+        "espnet3.systems.cls.inference.CLSInference",
+        (_metric("espnet3.systems.base.classification.Accuracy"),),
+        ("classification_train_config", "classification_model_file"),
     ),
     "GANCodecTask": System(
         "espnet3.systems.codec.inference.CodecInference", (_metric("espnet3.systems.codec.metrics.Resynthesis"),)

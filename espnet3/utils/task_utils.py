@@ -340,12 +340,12 @@ def config_code_dir(config_path: str | Path) -> Path:
 
 
 def recipe_code(cfg: DictConfig, config_dir: str | Path) -> list[Path]:
-    """The recipe-local package a ``model._target_`` names (``src`` for ``src.my_model.M``), if any."""
-    target = (cfg.get("model") or {}).get("_target_") if not cfg.get("task") else None
-    if not target:
-        return []
-    top = Path(config_dir) / str(target).split(".")[0]
-    return [top] if top.is_dir() else []
+    """The recipe-local packages the config's ``_target_``s name (``src`` for ``src.my_model.M``):
+    the model's, the callbacks' and the loggers'."""
+    targets = [] if cfg.get("task") else [(cfg.get("model") or {}).get("_target_")]
+    targets += [entry.get("_target_") for key in ("callbacks", "loggers") for entry in (cfg.get(key) or [])]
+    tops = sorted({str(target).split(".")[0] for target in targets if target})
+    return [Path(config_dir) / top for top in tops if (Path(config_dir) / top).is_dir()]
 
 
 def make_importable(config_dir: str | Path) -> Path:

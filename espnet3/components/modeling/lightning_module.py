@@ -20,6 +20,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
 from espnet3.components.modeling.forward_contract import ForwardContract, ForwardOutput
@@ -117,6 +118,14 @@ class ESPnetLightningModule(L.LightningModule):
         # them to lower its scale; checking again would stall it.
         return getattr(self.trainer.precision_plugin, "scaler", None) is None
 
+    def _grads_finite(self) -> bool:
+        finite = grads_are_finite(self._trainable())
+        if isinstance(self.trainer.strategy, FSDPStrategy):
+            # Each rank holds only its shard of the gradients (DDP's are all-reduced, so every
+            # rank answers alike): decide together, or ranks would update different shards.
+            return not any_rank_true(torch.tensor(not finite))
+        return finite
+
     def _log_stats(self, mode: str, out: ForwardOutput) -> None:
         stats = dict(out.stats)
         if out.loss is not None:
@@ -161,7 +170,7 @@ class ESPnetLightningModule(L.LightningModule):
         loss = optimizer_closure()  # training_step + backward, on every rank
         if self._skip_batch:
             return
-        if self._check_grads() and not grads_are_finite(self._trainable()):
+        if self._check_grads() and not self._grads_finite():
             self._count_skipped_step()
             return
         optimizer.step(closure=lambda: loss)
