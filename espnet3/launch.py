@@ -145,8 +145,10 @@ def preflight(spec: LaunchSpec) -> DictConfig:
             "task", spec.config, "the pack stage ships an ESPnet2 task model (config.yaml + .pth), and a "
             "`model._target_` model has no ESPnet2 task", "leave `pack` out of --stages",
         )
-    if {"infer", "measure", "pack"} & set(spec.stages):
-        evaluation_plan(cfg, spec.config)  # inference options and metrics checked now, not after training
+    if {"infer", "measure", "pack"} & set(spec.stages) or cfg.get("inference") or cfg.get("metrics"):
+        # Checked now, not after training; a block written but not run this time is checked too,
+        # so its typo is found before the run that needs it.
+        evaluation_plan(cfg, spec.config)
     return cfg
 
 
@@ -185,32 +187,31 @@ def run(spec: LaunchSpec, cfg: DictConfig) -> int:
     # Small splits are measured here, before Ray starts, so that an item that cannot be
     # loaded is reported like any other data error; large ones below, as Ray tasks.
     plan.prepare_shapes(splits, parallel=False, defer_large=True)
-    from concurrent.futures import ThreadPoolExecutor
-
     from espnet3.orchestration.cluster import connect
+    from espnet3.stages.collect_stats import collect_stats, model_config_for_stats
     from espnet3.orchestration.console import LOG_DIR
 
     plain = OmegaConf.to_container(cfg, resolve=True)
-
-    def check_model():
-        return check_trainable(plain, lambda: build_model(cfg, config_dir, plan), spec.config)
-
     if set(spec.stages) != {"pack"}:  # packing reads files only: no cluster needed
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            # Building the model (and its module and optimizers) once here turns a bad model
-            # block into one clear error before any worker starts; in a thread it overlaps Ray's
-            # start-up instead of adding its ~6 s (mostly espnet2 imports) to the time to first step.
-            check = None if "collect_stats" in spec.stages else pool.submit(check_model)
-            connect(spec, recipe_code=recipe_code(cfg, config_dir), log_dir=exp_dir / LOG_DIR)
-            stop_on_sigterm()
-            plan.prepare_shapes(splits, parallel=True)
-            if "collect_stats" in spec.stages:
-                from espnet3.stages.collect_stats import collect_stats
-
-                stats_dir = collect_stats(*stats_model(cfg, plan), plan)
-                print(f"[espnet3] feature statistics -> {stats_dir}", flush=True)
-                check = pool.submit(check_model)  # needs the statistics
-            check.result()
+        # The model, its Lightning module and its optimizers are built once here, before Ray
+        # starts, so that a bad model block is one clear error (ESPnet2's imports, the slow
+        # part, already happened while the data was prepared). A model normalised with the
+        # statistics collect_stats is about to write is checked without them first.
+        pending_stats = "collect_stats" in spec.stages
+        factory, model_cfg = stats_model(cfg, plan)
+        check_trainable(
+            plain,
+            (lambda: factory(model_config_for_stats(model_cfg))) if pending_stats else
+            (lambda: build_model(cfg, config_dir, plan)),
+            spec.config,
+        )
+        connect(spec, recipe_code=recipe_code(cfg, config_dir), log_dir=exp_dir / LOG_DIR)
+        stop_on_sigterm()
+        plan.prepare_shapes(splits, parallel=True)
+        if pending_stats:
+            stats_dir = collect_stats(factory, model_cfg, plan)
+            print(f"[espnet3] feature statistics -> {stats_dir}", flush=True)
+            check_trainable(plain, lambda: build_model(cfg, config_dir, plan), spec.config)
     save_config(cfg, exp_dir / "train.yaml")
     if "train" in spec.stages:
         from espnet3.orchestration.provenance import write_run_file

@@ -36,12 +36,16 @@ class ASRInference(NBestInference):
     espnet2_class = "espnet2.bin.asr_inference.Speech2Text"
     own_options = ("decoder",)
 
+    @classmethod
+    def check_options(cls, options) -> None:
+        super().check_options(options)
+        if options.get("decoder", "beam_search") not in DECODERS:
+            raise ValueError(
+                f"`inference.decoder` must be one of {', '.join(DECODERS)}, got {options['decoder']!r}"
+            )
+
     def build_decoder(self):
         self.decoder_type = self.options.get("decoder", "beam_search")
-        if self.decoder_type not in DECODERS:
-            raise ValueError(
-                f"`inference.decoder` must be one of {', '.join(DECODERS)}, got {self.decoder_type!r}"
-            )
         if self.decoder_type == "greedy_ctc":
             self._build_greedy()
             return None
