@@ -10,6 +10,13 @@ same backward. So a skipped batch returns a graph-connected zero loss (all ranks
 back-propagate zeros, the gradient all-reduce stays matched, accumulated gradients
 are unchanged) and :meth:`optimizer_step` runs the closure but not the optimizer,
 so neither parameters nor optimizer state (Adam's moments) move on any rank.
+
+One host sync per step: without gradient accumulation the skip decision waits until after
+the backward, where the loss flag and the gradient check share one collective and one copy to
+the host (:func:`nan_guard.step_flags`); the zero is chosen on the device meanwhile. With
+accumulation each micro-batch is decided before its backward, so that a skipped micro-batch
+leaves the accumulated gradient untouched. The skip counters are logged when they change and at
+each epoch's end, never as a per-step host-to-device copy.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from espnet3.components.modeling.nan_guard import (
     NonFiniteGuard,
     any_rank_true,
     grads_are_finite,
+    non_finite,
+    step_flags,
 )
 from espnet3.components.modeling.optimization_spec import OptimizationPlan
 from espnet3.components.modeling.optimizer_router import OptimizerRouter
@@ -75,6 +84,7 @@ class ESPnetLightningModule(L.LightningModule):
         self.turns = self._gan_turns(model)
         self.skipped_steps = 0
         self._skip_batch = False
+        self._pending: tuple[ForwardOutput, torch.Tensor] | None = None
         self._stepped = False
         self._warned_valid_nan = False
         self._optimizer_names: dict[int, str] = {}
@@ -156,9 +166,13 @@ class ESPnetLightningModule(L.LightningModule):
         out = self._forward(batch, training=True)
         if self.router is not None:
             self.router.check_names(out.losses)
-        decision = self.nan_guard.decide(out.all_losses())
-        self._skip_batch = decision is BatchDecision.SKIP
-        self.log("train/skipped_batches", float(self.nan_guard.total_skips), on_step=True, on_epoch=False)
+        elif self.trainer.accumulate_grad_batches == 1:
+            # Decided after the backward (optimizer_step). Where this rank's loss is not finite a
+            # zero is back-propagated instead, chosen on the device: the graph (so DDP's gradient
+            # all-reduce) is the usual one, and the gradients of a skipped batch are never used.
+            self._pending = (out, non_finite(out.all_losses()))
+            return torch.where(self._pending[1], torch.zeros_like(out.loss), out.loss)
+        self._record(self.nan_guard.decide(out.all_losses()))
         if self.router is not None:
             return self._route(out) if not self._skip_batch else None
         if self._skip_batch:
@@ -166,11 +180,31 @@ class ESPnetLightningModule(L.LightningModule):
         self._log_stats("train", out)
         return out.loss
 
+    def _record(self, decision: BatchDecision) -> None:
+        self._skip_batch = decision is BatchDecision.SKIP
+        if self._skip_batch:
+            self._log_skips()
+
+    def _log_skips(self) -> None:
+        self.log("train/skipped_batches", float(self.nan_guard.total_skips), on_step=True, on_epoch=False)
+        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         loss = optimizer_closure()  # training_step + backward, on every rank
-        if self._skip_batch:
-            return
-        if self._check_grads() and not self._grads_finite():
+        if self._pending is not None:
+            out, loss_bad = self._pending
+            self._pending = None
+            params = self._trainable() if self._check_grads() else None
+            any_loss_bad, grads_bad = step_flags(loss_bad, params, consensus=self.nan_guard.consensus)
+            self._record(self.nan_guard.record(any_loss_bad))
+            if self._skip_batch:
+                return
+            self._log_stats("train", out)
+        else:
+            if self._skip_batch:
+                return
+            grads_bad = self._check_grads() and not self._grads_finite()
+        if grads_bad:
             self._count_skipped_step()
             return
         optimizer.step(closure=lambda: loss)
@@ -186,7 +220,7 @@ class ESPnetLightningModule(L.LightningModule):
 
     def _count_skipped_step(self) -> None:
         self.skipped_steps += 1
-        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+        self._log_skips()
 
     def _train_turns(self, batch: Mapping[str, Any]) -> None:
         """ESPnet2's GAN trainer loop for one batch: each turn's forward, then its update, in turn order.
@@ -202,8 +236,7 @@ class ESPnetLightningModule(L.LightningModule):
                 break
             self._route(out, log_update_steps=False)
         self.turns.end_batch()
-        self.nan_guard.record(skipped)
-        self.log("train/skipped_batches", float(self.nan_guard.total_skips), on_step=True, on_epoch=False)
+        self._record(self.nan_guard.record(skipped))
         self._log_update_steps()
         return None
 
@@ -256,6 +289,11 @@ class ESPnetLightningModule(L.LightningModule):
             )
 
     def on_train_epoch_end(self) -> None:
+        self.log_dict(
+            {"train/skipped_batches": float(self.nan_guard.total_skips), "train/skipped_steps": float(self.skipped_steps)},
+            on_step=False,
+            on_epoch=True,
+        )
         if self.router is None:
             return
         for name, scheduler in self._schedulers_by_name().items():

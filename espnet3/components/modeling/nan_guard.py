@@ -1,8 +1,9 @@
 """Skip a batch on every rank when any rank sees a non-finite loss.
 
 Under DDP every rank must run the same collectives, so the decision to skip is made
-jointly: one ``all_reduce(MAX)`` of a 0/1 flag per step, whenever torch.distributed
-is initialised with more than one rank, on any backend and any number of nodes.
+jointly: one ``all_reduce(MAX)`` of 0/1 flags per step (the loss flag and, in
+:func:`step_flags`, the gradient check with it), whenever torch.distributed is
+initialised with more than one rank, on any backend and any number of nodes.
 (Upstream ESPnet3 gates its sync on GPUs per node, so one GPU per node across nodes
 desynchronises; it also uses barrier + all_gather, about 3x the cost of one
 all_reduce on gloo.)
@@ -32,14 +33,44 @@ def world_is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def _any_rank_max(flags: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum of ``flags`` over the ranks (itself outside distributed runs)."""
+    if world_is_distributed():
+        if dist.get_backend() == "nccl" and flags.device.type != "cuda":
+            flags = flags.cuda()
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return flags
+
+
 def any_rank_true(local: torch.Tensor) -> bool:
     """Global OR of a boolean tensor flag: one collective, identical result on every rank."""
-    flag = local.to(torch.float32).reshape(1)
-    if world_is_distributed():
-        if dist.get_backend() == "nccl" and flag.device.type != "cuda":
-            flag = flag.cuda()
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
+    return bool(_any_rank_max(local.to(torch.float32).reshape(1)).item())
+
+
+def non_finite(losses: Sequence[torch.Tensor]) -> torch.Tensor:
+    """This rank's flag, on the losses' device: whether any of ``losses`` is NaN/Inf (no host sync)."""
+    return ~torch.isfinite(torch.stack([loss.detach().float().reshape(()) for loss in losses])).all()
+
+
+def step_flags(
+    loss_bad: torch.Tensor, params: Sequence[torch.nn.Parameter] | None, consensus: bool = True
+) -> tuple[bool, bool]:
+    """Both checks of a training step with one host sync: (any rank's loss non-finite, gradients non-finite).
+
+    A host sync stops the CPU from queueing the next step's kernels while the GPU works, so the
+    loss flag and the gradient flag travel together: one 2-element ``all_reduce(MAX)`` (the
+    gradient flag rides along; DDP's all-reduced gradients agree anyway, FSDP's shards need it)
+    and one copy to the host. ``params=None`` skips the gradient check (a GradScaler does its own).
+    """
+    grad_bad = torch.zeros((), device=loss_bad.device)
+    grads = [p.grad for p in params or () if p.grad is not None]
+    if grads:
+        grad_bad = ~torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
+    flags = torch.stack([loss_bad.float().reshape(()), grad_bad.float().to(loss_bad.device)])
+    if consensus:
+        flags = _any_rank_max(flags)
+    loss_flag, grad_flag = flags.tolist()
+    return bool(loss_flag), bool(grad_flag)
 
 
 class NonFiniteGuard:
@@ -67,7 +98,7 @@ class NonFiniteGuard:
         ESPnet2 GAN turns are checked one at a time, since each turn's forward follows the
         previous turn's update.
         """
-        local_bad = ~torch.isfinite(torch.stack([loss.detach().float().reshape(()) for loss in losses])).all()
+        local_bad = non_finite(losses)
         return any_rank_true(local_bad) if self.consensus else bool(local_bad)
 
     def record(self, bad: bool) -> BatchDecision:
