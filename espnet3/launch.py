@@ -49,7 +49,11 @@ def parse_args(argv: list[str] | None = None) -> LaunchSpec:
     target.add_argument("--sweep", type=Path, help="sweep file: a Ray Tune search over a train.yaml (docs/sweep_yaml.md)")
     parser.add_argument("--num-gpus", type=int, default=0, help="N>0: N workers with one GPU each (nccl); 0: CPU workers (gloo)")
     parser.add_argument("--num-workers", type=int, default=2, help="CPU workers when --num-gpus 0 (default 2)")
-    parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs (and torch threads) per worker")
+    parser.add_argument(
+        "--cpus-per-worker", type=float, default=None,
+        help="CPUs (and torch threads) per worker (default: 1 per CPU worker; per GPU worker, the "
+        "machine's CPUs shared among the GPUs, at most 8)",
+    )
     parser.add_argument("--address", default=None, help="Ray cluster address (auto, ray://host:10001); default: RAY_ADDRESS or a new local cluster")
     parser.add_argument("--stages", nargs="+", choices=[*STAGES, *STAGE_ALIASES], default=None,
                         help="default: collect_stats (when normalize is global_mvn), train, infer and measure "
@@ -124,6 +128,7 @@ def check_workers(cfg: DictConfig, spec: LaunchSpec) -> None:
 
 
 def preflight(spec: LaunchSpec) -> DictConfig:
+    from espnet3.config.gpu_batches import apply_gpu_batches
     from espnet3.config.loader import load_config
     from espnet3.config.preflight import check_config
     from espnet3.orchestration.preparation import absolutize, default_stages
@@ -131,6 +136,8 @@ def preflight(spec: LaunchSpec) -> DictConfig:
 
     cfg = load_config(spec.config, spec.overrides)
     absolutize(cfg)
+    for note in apply_gpu_batches(cfg, spec.use_gpu, spec.config):
+        print(f"[espnet3] GPU batches: {note}", flush=True)
     spec.stages = spec.stages or default_stages(cfg)
     check_run_dir(cfg, spec)
     check_gpus(spec)

@@ -166,6 +166,17 @@ def check_config(cfg: Mapping[str, Any], source: str | Path | None) -> None:
     check_trainer(cfg.get("trainer") or {}, source)
     check_optimization(cfg, source)
     check_model(cfg, source)
+    check_gpu_options(cfg, source)
+
+
+def check_gpu_options(cfg: Mapping[str, Any], source: str | Path | None) -> None:
+    """``gpu:`` is parsed on every run, so a typo is found before the GPU run that needs it."""
+    from espnet3.components.gpu import GPUOptions
+
+    try:
+        GPUOptions.from_config(cfg.get("gpu"))
+    except ValueError as err:
+        raise ConfigError.from_spec_error(err, source) from None
 
 
 def check_trainable(cfg: Mapping[str, Any], model_factory, source: str | Path | None):

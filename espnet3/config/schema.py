@@ -122,6 +122,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("callbacks", "list"),
     FieldSpec("loggers", "list"),
     FieldSpec("ema", "mapping", nullable=True),
+    FieldSpec("gpu", "mapping"),
     FieldSpec("inference", "mapping"),
     FieldSpec("metrics", "list", nullable=True),
 )
@@ -205,11 +206,20 @@ def _check_data_sections(cfg: Mapping[str, Any], source: str | Path | None) -> N
     from espnet3.data.loader import LoaderSpec
     from espnet3.data.spec import DataSpec
 
+    from espnet3.config.gpu_batches import parse_gpu_block
+
+    loader = dict(cfg["dataloader"] or {})
+    gpu = loader.pop("gpu", None)
     try:
         DataSpec.from_config(cfg["data"])
-        LoaderSpec.from_config(cfg["dataloader"])
+        LoaderSpec.from_config(loader)
     except DataError as err:
         raise DataError(f"{source}: {err}") from None
+    if gpu is not None:  # the GPU run's values are checked now too, on any machine
+        try:
+            LoaderSpec.from_config({**loader, **parse_gpu_block(gpu, source)[0]})
+        except DataError as err:
+            raise DataError(f"{source}: in `dataloader.gpu`: {err}") from None
 
 
 def _missing_keys(cfg: DictConfig, source: str | Path | None) -> set[str]:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 STAGES = ("collect_stats", "train", "infer", "measure", "pack")
 # `evaluate` (espnet3's earlier name) runs both test-set stages.
 STAGE_ALIASES = {"evaluate": ("infer", "measure")}
+# A GPU step needs a few CPUs to decode, augment and collate the next batches; more than this
+# rarely helps one GPU and leaves other runs on the node without cores.
+GPU_WORKER_MAX_CPUS = 8
+
+
+def gpu_worker_cpus(num_gpus: int, cpu_count: int | None = None) -> float:
+    """Default CPUs per GPU worker: this machine's CPUs shared among the GPUs, one left for the driver."""
+    cpus = (cpu_count if cpu_count is not None else os.cpu_count() or 1) - 1
+    return float(max(1, min(GPU_WORKER_MAX_CPUS, cpus // max(1, num_gpus))))
 
 
 @dataclass
@@ -19,7 +29,9 @@ class LaunchSpec:
         sweep: the sweep file (docs/sweep_yaml.md) instead of a single train.yaml.
         num_gpus: N > 0 runs N workers with one GPU each (nccl); 0 runs CPU workers (gloo).
         num_workers: CPU workers when ``num_gpus == 0``.
-        cpus_per_worker: CPUs reserved (and torch threads used) per worker.
+        cpus_per_worker: CPUs reserved (and torch threads used) per worker; ``None``: 1 for a CPU
+            worker, and for a GPU worker its share of this machine's CPUs (one kept for the driver,
+            at most :data:`GPU_WORKER_MAX_CPUS`), which feeds its DataLoader processes.
         address: Ray cluster to join (``auto``, ``ray://host:10001``); ``None`` joins
             ``RAY_ADDRESS`` or starts a local cluster.
         stages: which stages to run, in order.
@@ -33,7 +45,7 @@ class LaunchSpec:
     sweep: Path | None = None
     num_gpus: int = 0
     num_workers: int = 2
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float | None = None
     address: str | None = None
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     resume: bool = False
@@ -48,6 +60,8 @@ class LaunchSpec:
             raise ValueError(f"--num-gpus must be >= 0; got {self.num_gpus}.")
         if self.num_workers < 1:
             raise ValueError(f"--num-workers must be >= 1; got {self.num_workers}.")
+        if self.cpus_per_worker is None:
+            self.cpus_per_worker = gpu_worker_cpus(self.num_gpus) if self.use_gpu else 1.0
         if self.cpus_per_worker <= 0:
             raise ValueError(f"--cpus-per-worker must be > 0; got {self.cpus_per_worker}.")
         stages = [t for s in self.stages for t in STAGE_ALIASES.get(s, (s,))]

@@ -33,6 +33,7 @@ def _fit(loop_config: dict[str, Any], console: WorkerConsole) -> None:
     from omegaconf import OmegaConf
     from ray.train.lightning import RayLightningEnvironment, prepare_trainer
 
+    from espnet3.components.gpu import GPUOptions
     from espnet3.components.modeling.lightning_module import ESPnetLightningModule
     from espnet3.utils.task_utils import build_model
 
@@ -44,8 +45,13 @@ def _fit(loop_config: dict[str, Any], console: WorkerConsole) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
 
+    gpu = GPUOptions.from_config(cfg.get("gpu")) if use_gpu else None
+    if gpu is not None:
+        gpu.apply_to_process()
     model = build_model(OmegaConf.create(cfg), loop_config["config_dir"], plan)
-    module = ESPnetLightningModule(model, cfg)
+    if gpu is not None:
+        model = gpu.prepare_model(model)
+    module = ESPnetLightningModule(model, gpu.optimizer_configs(cfg) if gpu is not None else cfg)
     loader_options = dict(
         rank=rank,
         world_size=world_size,

@@ -51,13 +51,17 @@ def trial_launch(sweep: SweepSpec, spec: LaunchSpec) -> LaunchSpec:
     )
 
 
-def shared_config(sweep: SweepSpec) -> DictConfig:
-    """The base config with absolute paths and the derived files pinned to ``output_dir/shared``."""
+def shared_config(sweep: SweepSpec, use_gpu: bool) -> DictConfig:
+    """The base config with absolute paths, GPU batches on GPU trials (``dataloader.gpu``) and the
+    derived files pinned to ``output_dir/shared``."""
+    from espnet3.config.gpu_batches import apply_gpu_batches
     from espnet3.orchestration.preparation import absolutize
 
     cfg = OmegaConf.create(OmegaConf.to_container(sweep.base, resolve=False))
     cfg.exp_dir = str((sweep.output_dir / "shared").resolve())
     absolutize(cfg)
+    for note in apply_gpu_batches(cfg, use_gpu, sweep.source):
+        print(f"[espnet3] GPU batches: {note}", flush=True)
     for key in SHARED_KEYS:
         value = OmegaConf.select(cfg, key)
         if value is not None:
@@ -163,7 +167,7 @@ def run(spec: LaunchSpec, sweep: SweepSpec) -> int:
           f"worker(s) x {launch.cpus_per_worker} CPU", flush=True)
     if spec.dry_run:
         return 0
-    cfg = shared_config(sweep)
+    cfg = shared_config(sweep, launch.use_gpu)
     stages = [s for s in default_stages(cfg) if s in ("collect_stats", "train")]
     data_plan = prepare_data(cfg, stages)
     connect(launch, sweep.max_concurrent_trials, log_dir=sweep.output_dir / LOG_DIR)
