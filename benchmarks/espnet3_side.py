@@ -1,7 +1,7 @@
 """One espnet3 training run on Ray Train, through espnet3's own launcher code path, with timing probes.
 
     python -m benchmarks.espnet3_side --config bench.yaml --exp-dir D --out O --num-workers 2 \
-        --max-steps 20 [--consensus on|off|alternate] [--address HOST:PORT] [--t0 WALLCLOCK]
+        --max-steps 20 [--num-gpus N] [--consensus on|off|alternate] [--address HOST:PORT] [--t0 WALLCLOCK]
 
 Mirrors ``espnet3.launch.run`` for ``--stages train`` (preflight, prepare_data, connect, the
 driver-side model build, ``build_torch_trainer(...).fit()``); the only change is that the
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exp-dir", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--num-gpus", type=int, default=0, help="GPU workers (then --num-workers is ignored)")
     parser.add_argument("--max-steps", type=int, default=20)
     parser.add_argument("--consensus", default="on", choices=("on", "off", "alternate"))
     parser.add_argument("--collective-calls", type=int, default=0)
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = LaunchSpec(
         config=args.config,
         num_workers=args.num_workers,
+        num_gpus=args.num_gpus,
         address=args.address,
         stages=["train"],
         overrides=[f"exp_dir={args.exp_dir}", f"trainer.max_steps={args.max_steps}"],

@@ -1,6 +1,6 @@
 """The reference side: plain Lightning DDP (Lightning's own launcher, no Ray) over a batch plan.
 
-    python -m benchmarks.plain_ddp --plan plan.json --out O [--devices 2] [--module plain|upstream]
+    python -m benchmarks.plain_ddp --plan plan.json --out O [--devices 2] [--accelerator cpu|gpu] [--module plain|upstream]
 
 ``--module plain`` trains an equivalent minimal LightningModule (forward, loss, Adam, the plan's
 scheduler); ``--module upstream`` trains upstream ESPnet3's ``ESPnetLightningModule`` (espnet >= 202609,
@@ -113,11 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--devices", type=int, default=2)
+    parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--module", choices=("plain", "upstream"), default="plain")
     parser.add_argument("--t0", type=float, default=None, help="wall clock at process start (from the parent)")
     args = parser.parse_args(argv)
     marks = {"process_start": args.t0 or T_MAIN, "main": T_MAIN, "imports_done": time.time()}
     torch.set_num_threads(1)
+    if args.accelerator == "gpu":  # as espnet3's GPU workers do (gpu.tf32), and as Lightning advises
+        torch.set_float32_matmul_precision("high")
     offline_nltk()
     plan = json.loads(args.plan.read_text())
     if plan["world_size"] != args.devices:
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     max_steps = len(plan["batches"]["0"])
     marks["trainer_init"] = time.time()
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=args.accelerator,
         devices=args.devices,
         strategy="ddp" if args.devices > 1 else "auto",
         max_steps=max_steps,

@@ -11,10 +11,12 @@ See benchmarks/README.md for what each number means.
 from __future__ import annotations
 
 import argparse
+import atexit
 import glob
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -26,6 +28,8 @@ from pathlib import Path
 from benchmarks.fixture import REPO
 
 COMPARISONS = ("throughput", "nan_consensus", "first_step", "scaling", "batching", "sweep", "upstream")
+# On a GPU machine (benchmarks/gpu_check.sh): skipped without CUDA, so not in the default list.
+GPU_COMPARISONS = ("gpu_throughput", "gpu_step")
 RESULTS_DIR = REPO / "benchmarks" / "results"
 # Ray's temp dir, separate from /tmp/ray: ray.init() without an address joins "the running local
 # cluster" it finds there, which on a shared machine may be somebody else's.
@@ -47,8 +51,10 @@ class Size:
 
 SIZES = {
     "tiny": Size("tiny", 40, 200_000, 1, 3, 1, 3, 20, 2),
-    "quick": Size("conformer", 300, 480_000, 2, 8, 2, 6, 100, 8),
+    "quick": Size("conformer", 300, 480_000, 2, 8, 1, 6, 100, 4),  # < 10 min on a slow 2-core box
     "full": Size("conformer", 1000, 480_000, 5, 40, 3, 20, 300, 8),
+    # One GPU, the default job's GPU batch (dataloader.gpu: 64 utterances of ~30,000 samples).
+    "gpu": Size("conformer", 1000, 1_920_000, 5, 40, 2, 6, 100, 4),
 }
 
 
@@ -120,11 +126,13 @@ class Bench:
         return self._plans[key]
 
     # ------------------------------------------------------------------ sides
-    def espnet3(self, workers: int, consensus: str = "on", steps: int | None = None, address: str | None = None) -> dict:
+    def espnet3(self, workers: int, consensus: str = "on", steps: int | None = None, address: str | None = None,
+                gpus: int = 0) -> dict:
         steps = steps or self.size.warmup + self.size.measure
-        run = self.run_dir(f"espnet3_{workers}w_{consensus}")
+        run = self.run_dir(f"espnet3_{workers}w_{consensus}" + (f"_{gpus}gpu" if gpus else ""))
         cmd = [sys.executable, "-m", "benchmarks.espnet3_side", "--config", str(self.fixture.config),
                "--exp-dir", str(run / "exp"), "--out", str(run / "out"), "--num-workers", str(workers),
+               "--num-gpus", str(gpus),
                "--max-steps", str(steps), "--consensus", consensus,
                "--collective-calls", str(self.size.collective_calls if consensus != "on" else 0)]
         env = bench_env()
@@ -137,9 +145,10 @@ class Bench:
             raise RuntimeError(f"espnet3 run failed with exit code {code}; see {run / 'run.log'}")
         return {"ranks": load_ranks(run / "out"), "driver": json.loads((run / "out" / "driver.json").read_text())}
 
-    def plain(self, devices: int, steps: int | None = None, python: str | None = None, module: str = "plain") -> dict:
+    def plain(self, devices: int, steps: int | None = None, python: str | None = None, module: str = "plain",
+              accelerator: str = "cpu") -> dict:
         steps = steps or self.size.warmup + self.size.measure
-        run = self.run_dir(f"{module}_ddp_{devices}")
+        run = self.run_dir(f"{module}_ddp_{devices}_{accelerator}")
         plan = self.plan(devices, steps)
         cwd, env = REPO, bench_env()
         if python:  # another environment: make only benchmarks/ importable, never this repo's espnet3
@@ -149,7 +158,7 @@ class Bench:
                 shutil.copy(REPO / "benchmarks" / name, cwd / "benchmarks" / name)
             env["PYTHONPATH"] = str(cwd)
         cmd = [python or sys.executable, "-m", "benchmarks.plain_ddp", "--plan", str(plan), "--out", str(run / "out"),
-               "--devices", str(devices), "--module", module, "--t0", str(time.time())]
+               "--devices", str(devices), "--accelerator", accelerator, "--module", module, "--t0", str(time.time())]
         code, _ = run_logged(cmd, run / "run.log", env=env, cwd=cwd)
         if code:
             raise RuntimeError(f"plain DDP run failed with exit code {code}; see {run / 'run.log'}")
@@ -295,6 +304,7 @@ class RayHead:
             [ray_bin, "start", "--head", "--port", str(self.port), "--num-cpus", "4", "--block",
              "--include-dashboard", "false", "--disable-usage-stats"],
             stdout=self._log, stderr=subprocess.STDOUT, env=bench_env(), start_new_session=True)
+        atexit.register(self.stop)  # also on an exit that skips the caller's `finally` (see main)
 
     def wait(self, timeout: float = 120) -> None:
         deadline = time.time() + timeout
@@ -308,11 +318,15 @@ class RayHead:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.terminate()  # `ray start --block` stops its cluster on SIGTERM
             try:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                pass
+        try:  # whatever of the cluster is left (its own session: nothing else is in the group)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self._log.close()
 
 
@@ -452,6 +466,55 @@ def compare_upstream(b: Bench) -> dict:
     }
 
 
+def median_step_ms(ranks: list[dict], warmup: int) -> float:
+    steps = ranks[0]["steps"][warmup:]
+    return statistics.median((s["end"] - s["start"]) * 1000 for s in steps)
+
+
+def _no_cuda() -> dict | None:
+    import torch
+
+    return None if torch.cuda.is_available() else {"skipped": "no CUDA device (run benchmarks/gpu_check.sh on a GPU machine)"}
+
+
+def compare_gpu_throughput(b: Bench) -> dict:
+    """espnet3 on Ray with 1 GPU worker vs a plain LightningModule on 1 GPU, same batches, alternating."""
+    if (skip := _no_cuda()) is not None:
+        return skip
+    e3, pl, e3_ms, pl_ms = [], [], [], []
+    for _ in range(b.size.reps):
+        ranks = b.espnet3(1, gpus=1)["ranks"]
+        e3.append(throughput(ranks, b.size.warmup))
+        e3_ms.append(median_step_ms(ranks, b.size.warmup))
+        ranks = b.plain(1, accelerator="gpu")["ranks"]
+        pl.append(throughput(ranks, b.size.warmup))
+        pl_ms.append(median_step_ms(ranks, b.size.warmup))
+    b._cache["gpu_step_ms"] = median(e3_ms)
+    value = ratio(median(e3), median(pl))
+    return {"espnet3_utt_per_s": median(e3), "lightning_utt_per_s": median(pl), "ratio": value,
+            "espnet3_step_ms": median(e3_ms), "lightning_step_ms": median(pl_ms),
+            "goal": ">= 0.98", "met": bool(value is not None and value >= 0.98), "runs": {"espnet3": e3, "lightning": pl}}
+
+
+def compare_gpu_step(b: Bench) -> dict:
+    """espnet3's whole training step vs the model's own step (batches already on the GPU), same batches."""
+    if (skip := _no_cuda()) is not None:
+        return skip
+    if "gpu_step_ms" not in b._cache:
+        b._cache["gpu_step_ms"] = median_step_ms(b.espnet3(1, gpus=1)["ranks"], b.size.warmup)
+    plan = b.plan(1, b.size.warmup + b.size.measure)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.model_step", "--plan", str(plan), "--device", "cuda",
+                          "--steps", str(b.size.measure), "--warmup", str(b.size.warmup)],
+                         capture_output=True, text=True, env=bench_env(), cwd=REPO, timeout=600)
+    if out.returncode:
+        raise RuntimeError(f"benchmarks.model_step failed: {out.stderr[-1500:]}")
+    model = json.loads(out.stdout.strip().splitlines()[-1])
+    value = ratio(b._cache["gpu_step_ms"], model["plan_step_ms"])
+    return {"pipeline_step_ms": b._cache["gpu_step_ms"], "model_step_ms": model["plan_step_ms"], "ratio": value,
+            "utterances_per_batch": model["utterances_per_batch"], "device": model["device"],
+            "goal": "<= 1.1", "met": bool(value is not None and value <= 1.1)}
+
+
 RUNNERS = {
     "throughput": compare_throughput,
     "nan_consensus": compare_nan_consensus,
@@ -460,6 +523,8 @@ RUNNERS = {
     "batching": compare_batching,
     "sweep": compare_sweep,
     "upstream": compare_upstream,
+    "gpu_throughput": compare_gpu_throughput,
+    "gpu_step": compare_gpu_step,
 }
 
 
@@ -496,6 +561,12 @@ ROWS = {
                  ("ratio sorted / random", "ratio")],
     "sweep": [("worker-seconds ratio ASHA / none", "worker_s_ratio"), ("best metric, ASHA", "best_metric_asha"),
               ("best metric, no scheduler", "best_metric_no_scheduler")],
+    "gpu_throughput": [("espnet3 (Ray Train, 1 GPU) utt/s", "espnet3_utt_per_s"),
+                       ("Lightning (1 GPU) utt/s", "lightning_utt_per_s"),
+                       ("ratio espnet3 / Lightning (goal >= 0.98)", "ratio"),
+                       ("median step (ms), espnet3 / Lightning", "espnet3_step_ms"), ("goal met", "met")],
+    "gpu_step": [("espnet3 step (ms)", "pipeline_step_ms"), ("model-only step, batches on the GPU (ms)", "model_step_ms"),
+                 ("ratio (goal <= 1.1)", "ratio"), ("utterances per batch", "utterances_per_batch"), ("goal met", "met")],
     "upstream": [("upstream ESPnet3 module utt/s", "upstream_utt_per_s"),
                  ("plain module utt/s", "lightning_ddp_utt_per_s"),
                  ("ratio upstream / plain", "ratio_upstream_vs_plain"),
@@ -527,12 +598,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="same as --size quick")
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
-    parser.add_argument("--only", nargs="+", choices=COMPARISONS, default=None)
+    parser.add_argument("--only", nargs="+", choices=COMPARISONS + GPU_COMPARISONS, default=None)
     parser.add_argument("--upstream-python", default=None, help="python of an environment with espnet >= 202609")
     parser.add_argument("--work-dir", type=Path, default=REPO / "exp" / "bench")
     parser.add_argument("--data-dir", type=Path, default=None, help="default: data/bench_digits (tiny: work dir)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
+    # `timeout`, a scheduler or a closed terminal: unwind (subprocess.run kills the running side,
+    # RayHead.stop ends its cluster) instead of dying with clusters left behind.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda number, frame: sys.exit(128 + number))
     size_name = "quick" if args.quick else args.size
     size = SIZES[size_name]
     work = args.work_dir.resolve() / size_name
