@@ -60,10 +60,14 @@ class DriverConsole:
     """
 
     def __init__(self) -> None:
+        import ray
         from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        # num_cpus=0: the queue must never wait for a CPU the workers hold.
-        self.queue = Queue(actor_options={"num_cpus": 0})
+        # num_cpus=0: the queue must never wait for a CPU the workers hold. On the driver's node:
+        # a worker node may be lost (and replaced) while training goes on; the driver's may not.
+        driver_node = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": driver_node})
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="espnet3-console", daemon=True)
 
@@ -78,6 +82,7 @@ class DriverConsole:
         self.queue.shutdown()
 
     def _run(self) -> None:
+        from ray.exceptions import RayError
         from ray.util.queue import Empty
 
         while not self._stop.is_set():
@@ -85,9 +90,17 @@ class DriverConsole:
                 print(self.queue.get(timeout=0.5), flush=True)
             except Empty:
                 continue
+            except RayError:  # the queue is gone (its node died): the lines are in the rank logs
+                return
 
     def _print_pending(self) -> None:
-        for line in self.queue.get_nowait_batch(self.queue.qsize()):
+        from ray.exceptions import RayError
+
+        try:
+            lines = self.queue.get_nowait_batch(self.queue.qsize())
+        except RayError:
+            return
+        for line in lines:
             print(line, flush=True)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,9 @@ from espnet3.orchestration.console import WorkerConsole
 from espnet3.orchestration.train_spec import TrainSpec
 from espnet3.orchestration.worker_logs import output_to, rank_log, warnings_to_console
 
+# The logger of ray.train.v2._internal.util.construct_user_exception_with_traceback.
+RAY_TRAIN_FAILURE_LOGGER = "ray.train.v2._internal.util"
+
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     silence_library_noise()
@@ -21,8 +26,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     rank = ray.train.get_context().get_world_rank()
     console = WorkerConsole(loop_config.get("console_queue"))
+    # Ray Train logs a failed training function's traceback from the worker, which Ray forwards to
+    # the driver's console; it belongs in the rank's log, and the driver prints the short reason.
+    logging.getLogger(RAY_TRAIN_FAILURE_LOGGER).disabled = True
     with output_to(rank_log(loop_config["cfg"]["exp_dir"], rank)), warnings_to_console(console.to_driver, rank):
-        _fit(loop_config, console)
+        try:
+            _fit(loop_config, console)
+        except BaseException:
+            traceback.print_exc()
+            raise
 
 
 def _fit(loop_config: dict[str, Any], console: WorkerConsole) -> None:
@@ -87,5 +99,10 @@ def _fit(loop_config: dict[str, Any], console: WorkerConsole) -> None:
     )
     trainer = prepare_trainer(trainer)
     checkpoint = ray.train.get_checkpoint()
-    ckpt_path = os.path.join(checkpoint.to_directory(), CHECKPOINT_NAME) if checkpoint else None
-    trainer.fit(module, train_loader, valid_loader, ckpt_path=ckpt_path)
+    if checkpoint is None:
+        trainer.fit(module, train_loader, valid_loader)
+        return
+    # as_directory reads a checkpoint on a local or shared filesystem in place; to_directory
+    # would copy it to /tmp/checkpoint_tmp_<id> on every resume and never delete the copy.
+    with checkpoint.as_directory() as directory:
+        trainer.fit(module, train_loader, valid_loader, ckpt_path=os.path.join(directory, CHECKPOINT_NAME))

@@ -1,0 +1,269 @@
+"""Faults from outside the code, end to end: a SIGKILLed worker, a lost node, runs side by side.
+
+Every run here is a real ``python -m espnet3.launch`` subprocess of ``configs/tiny_asr.yaml``;
+faults are made the way they happen (``kill -9`` of a worker process found in the process table,
+a node's processes killed as a group), not by hooks inside espnet3. A run's attempts are counted
+from its rank logs: every worker process start writes one ``===== <time> pid <pid> =====`` line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny_asr.yaml"
+RAY_BIN = Path(sys.executable).parent / "ray"
+TIMEOUT_S = 420
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    from espnet3.data.digits import generate_corpus
+
+    root = tmp_path_factory.mktemp("ft_data")
+    generate_corpus(root, num_train=60, num_valid=12, num_test=12, seed=0)
+    return root
+
+
+def _overrides(exp: Path, data: Path) -> list[str]:
+    return [f"exp_dir={exp}", f"data.train={data}/train", f"data.valid={data}/valid", f"data.test.test={data}/test"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """A user's shell: no cluster named, one torch thread per worker."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_API_SERVER_ADDRESS", None)
+    return env
+
+
+def _wait_for(predicate, what: str, proc: subprocess.Popen | None = None, timeout: float = TIMEOUT_S):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            output = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"the run ended (exit {proc.returncode}) before {what}:\n{output[-3000:]}")
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _attempts(exp: Path, rank: int = 0) -> int:
+    log = exp / "logs" / f"rank{rank}.log"
+    return sum(line.startswith("===== ") for line in log.read_text().splitlines()) if log.exists() else 0
+
+
+def _result(exp: Path) -> dict:
+    return json.loads((exp / "train_result.json").read_text())["metrics"]
+
+
+def _steps_per_epoch(exp: Path, world_size: int = 2) -> int:
+    from omegaconf import OmegaConf
+
+    from espnet3.config import load_config
+    from espnet3.data.plan import build_data_plan
+
+    cfg = OmegaConf.to_container(load_config(exp / "train.yaml"), resolve=True)
+    return len(build_data_plan(cfg, splits=["train"]).dataloader("train", rank=0, world_size=world_size))
+
+
+# --------------------------------------------------------------------------------- process table
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) for every process this user can see."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        table[int(entry.name)] = (ppid, cmdline)
+    return table
+
+
+def _train_workers(root: int) -> list[int]:
+    """Ray Train worker processes descending from process ``root`` (a launcher or a node's group)."""
+    table = _processes()
+
+    def descends(pid: int) -> bool:
+        while pid > 1 and pid in table:
+            if pid == root:
+                return True
+            pid = table[pid][0]
+        return False
+
+    return [pid for pid, (_, cmd) in table.items() if "RayTrainWorker" in cmd and descends(pid)]
+
+
+# ------------------------------------------------------------------------------------ the tests
+@pytest.mark.slow
+@pytest.mark.timeout(TIMEOUT_S + 60)
+def test_a_sigkilled_worker_is_replaced_and_the_run_resumes_from_its_checkpoint(digits, tmp_path):
+    exp = tmp_path / "exp"
+    ray_tmp = Path(f"/tmp/e3ft{os.getpid()}")  # its own cluster; short: Ray's socket paths have a length limit
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "2",
+         "trainer.max_epochs=3", *_overrides(exp, digits), "--stages", "train"],
+        cwd=tmp_path, env=_env(RAY_TMPDIR=str(ray_tmp)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        _wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", proc)
+        victim = _wait_for(lambda: _train_workers(proc.pid), "a train worker process", proc)[0]
+        os.kill(victim, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    assert _attempts(exp) == 2, "the worker group was started once more, and only once"
+    result = _result(exp)
+    assert result["epoch"] == 2 and result["step"] == 3 * _steps_per_epoch(exp)
+    assert (exp / "valid.loss.ave_2best.pth").is_file()
+
+
+def _nan_data(root: Path) -> Path:
+    """The digits corpus with every training waveform replaced by NaNs (a corrupted feature dump)."""
+    from data_utils import digit_utterances, write_datadir
+
+    train = write_datadir(root / "train", digit_utterances(16, seed=3, prefix="nan"))
+    for wav in (train / "wav").glob("*.wav"):
+        samples, rate = soundfile.read(str(wav))
+        soundfile.write(str(wav), np.full_like(samples, np.nan, dtype=np.float32), rate, subtype="FLOAT")
+    return train
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TIMEOUT_S + 60)
+def test_a_failure_a_restart_cannot_cure_ends_the_run_at_once_despite_max_failures(digits, tmp_path):
+    exp = tmp_path / "exp"
+    train = _nan_data(tmp_path / "nan")
+    proc = subprocess.run(
+        [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "2",
+         "max_failures=3", "max_nan_batches=2", *_overrides(exp, digits), f"data.train={train}",
+         "~data.digits", "--stages", "train"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S,
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "max_nan_batches" in proc.stderr and "Traceback" not in proc.stderr
+    assert "Traceback" in (exp / "logs" / "rank0.log").read_text(), "the worker's traceback is kept in its log"
+    assert _attempts(exp, 0) == 1 and _attempts(exp, 1) == 1, "a deterministic failure used up a retry"
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def _ray_start(env: dict[str, str], *args: str) -> subprocess.Popen:
+    """`ray start --block` on 127.0.0.1 with ports of its own, in its own process group."""
+    node_manager, object_manager, agent, agent_grpc, env_agent, metrics = _free_ports(6)
+    return subprocess.Popen(
+        [str(RAY_BIN), "start", "--block", "--node-ip-address=127.0.0.1", f"--node-manager-port={node_manager}",
+         f"--object-manager-port={object_manager}", f"--dashboard-agent-listen-port={agent}",
+         f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={env_agent}",
+         f"--metrics-export-port={metrics}", "--disable-usage-stats", *args],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+
+
+def _kill_node(node: subprocess.Popen) -> None:
+    """What a lost machine looks like to Ray: every process of the node dies at once."""
+    try:
+        os.killpg(node.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    node.wait(timeout=60)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TIMEOUT_S + 120)
+def test_a_killed_node_of_a_two_node_cluster_is_replaced_and_the_run_completes(digits, tmp_path):
+    """A head without CPUs (driver and Train controller) and a worker node; the worker node dies
+    after the first checkpoint, a replacement joins (as an autoscaler would start one), and the
+    run goes on from the checkpoint."""
+    ray_tmp = Path(f"/tmp/e3node{os.getpid()}")
+    env = _env(RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="token")
+    subprocess.run([str(RAY_BIN), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
+    gcs, dashboard, client = _free_ports(3)
+    nodes = [_ray_start(env, "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
+                        f"--ray-client-server-port={client}", "--num-cpus=0", "--include-dashboard=true")]
+    address = f"127.0.0.1:{gcs}"
+    exp = tmp_path / "exp"
+    try:
+        nodes.append(_ray_start(env, f"--address={address}", "--num-cpus=2"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "2",
+             "--address", address, "trainer.max_epochs=3", "timeouts.worker_start_s=180",
+             *_overrides(exp, digits), "--stages", "train"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            _wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", proc)
+            assert _train_workers(nodes[1].pid), "the workers run on the worker node (the head has no CPUs)"
+            _kill_node(nodes[1])
+            nodes.append(_ray_start(env, f"--address={address}", "--num-cpus=2"))
+            out, _ = proc.communicate(timeout=TIMEOUT_S)
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, out[-3000:]
+        assert _attempts(exp) == 2, "the second worker group ran on the replacement node, the only CPUs left"
+        assert _result(exp)["epoch"] == 2 and _result(exp)["step"] == 3 * _steps_per_epoch(exp)
+    finally:
+        for node in reversed(nodes):
+            _kill_node(node)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TIMEOUT_S + 60)
+def test_two_runs_and_a_sweep_on_one_machine_all_finish(digits, tmp_path):
+    """Two launches and a Tune sweep at once, each with the Ray cluster it starts: with more than
+    one Ray instance on the machine, a process that guesses "the" cluster fails (and a sweep hung)."""
+    sweep = yaml.safe_load((REPO / "configs" / "sweep_tiny.yaml").read_text())
+    sweep.update(base=str(TINY), output_dir=str(tmp_path / "sweep"), num_samples=2, max_concurrent_trials=1,
+                 scheduler={"asha": {"max_t": 2, "grace_period": 1, "reduction_factor": 2}})
+    sweep["overrides"] = [*sweep.get("overrides", []), "trainer.max_epochs=1",
+                          *_overrides(tmp_path / "unused", digits)[1:]]
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    runs = {}
+    for name in ("a", "b"):
+        runs[name] = subprocess.Popen(
+            [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "1",
+             "trainer.max_epochs=1", *_overrides(tmp_path / name, digits), "--stages", "train"],
+            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+    runs["sweep"] = subprocess.Popen(
+        [sys.executable, "-m", "espnet3.launch", "--sweep", str(tmp_path / "sweep.yaml"), "--num-gpus", "0"],
+        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        outputs = {name: proc.communicate(timeout=TIMEOUT_S)[0] for name, proc in runs.items()}
+    finally:
+        for proc in runs.values():
+            proc.kill()
+    for name, proc in runs.items():
+        assert proc.returncode == 0, f"{name}: {outputs[name][-3000:]}"
+    for name in ("a", "b"):
+        assert _result(tmp_path / name)["epoch"] == 0
+    rows = (tmp_path / "sweep" / "results.csv").read_text().splitlines()
+    assert len(rows) == 3 and all(",TERMINATED," in row for row in rows[1:])
