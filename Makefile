@@ -10,7 +10,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 DEMO_CONFIG ?= configs/digits_asr.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all clean-venv
+.PHONY: install demo test clean-venv
 
 install: $(STAMP)
 

@@ -64,6 +64,28 @@ def test_batching_speed_runs_on_a_tiny_corpus(tmp_path):
     assert result["utt_per_s_sorted"] > 0 and result["utt_per_s_random"] > 0
 
 
+def test_module_overhead_trains_espnet3s_module_and_the_bare_one_on_the_same_batches(tmp_path):
+    """The two sides of `module_overhead` (plain Lightning, one process here) record every step."""
+    from benchmarks.fixture import load_bench_config
+    from benchmarks.plan import make_plan
+
+    fixture = make_fixture(tmp_path / "work", tmp_path / "data", "tiny", num_train=24, batch_bins=200_000)
+    cfg = load_bench_config(fixture.config, [f"exp_dir={tmp_path / 'unused'}"])
+    plan = make_plan(cfg, 1, 3, tmp_path / "plan.json")
+    steps = {}
+    for module in ("espnet3", "plain"):
+        out = tmp_path / module
+        subprocess.run(
+            [sys.executable, "-m", "benchmarks.plain_ddp", "--plan", str(plan), "--out", str(out), "--devices", "1",
+             "--module", module],
+            check=True, cwd=REPO, env=bench_run.bench_env(), capture_output=True, timeout=300,
+        )
+        steps[module] = bench_run.load_ranks(out)[0]["steps"]
+    assert len(steps["espnet3"]) == len(steps["plain"]) == 3
+    assert [s["utts"] for s in steps["espnet3"]] == [s["utts"] for s in steps["plain"]]
+    assert bench_run.median_step_ms([{"steps": steps["espnet3"]}], warmup=1) > 0
+
+
 # ------------------------------------------------------------------ GPU pieces, run on CPU
 def test_gpu_comparisons_skip_cleanly_without_cuda(monkeypatch):
     import torch

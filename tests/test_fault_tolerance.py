@@ -240,7 +240,7 @@ def test_two_runs_and_a_sweep_on_one_machine_all_finish(digits, tmp_path):
     """Two launches and a Tune sweep at once, each with the Ray cluster it starts: with more than
     one Ray instance on the machine, a process that guesses "the" cluster fails (and a sweep hung)."""
     sweep = yaml.safe_load((REPO / "configs" / "sweep_tiny.yaml").read_text())
-    sweep.update(base=str(TINY), output_dir=str(tmp_path / "sweep"), num_samples=2, max_concurrent_trials=1,
+    sweep.update(base=str(TINY), output_dir=str(tmp_path / "sweep"), num_samples=1, max_concurrent_trials=1,
                  scheduler={"asha": {"max_t": 2, "grace_period": 1, "reduction_factor": 2}})
     sweep["overrides"] = [*sweep.get("overrides", []), "trainer.max_epochs=1",
                           *_overrides(tmp_path / "unused", digits)[1:]]
@@ -266,4 +266,4 @@ def test_two_runs_and_a_sweep_on_one_machine_all_finish(digits, tmp_path):
     for name in ("a", "b"):
         assert _result(tmp_path / name)["epoch"] == 0
     rows = (tmp_path / "sweep" / "results.csv").read_text().splitlines()
-    assert len(rows) == 3 and all(",TERMINATED," in row for row in rows[1:])
+    assert len(rows) == 2 and ",TERMINATED," in rows[1]

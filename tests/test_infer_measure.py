@@ -93,6 +93,8 @@ def test_two_ray_workers_decode_what_one_process_decodes(exported, tmp_path, ray
     local = infer(plan, ASRInference, model, spec, tmp_path / "local", splits=["test"])["test"]
     ray_out = infer(plan, ASRInference, model, spec, tmp_path / "ray", splits=["test"], num_workers=2)["test"]
     assert (ray_out / "token_int").read_text() == (local / "token_int").read_text()
+    logs = sorted(p.name for p in (tmp_path / "ray" / "logs").iterdir())
+    assert logs == ["worker0.log", "worker1.log"], "each actor's output is kept in its log, off the console"
 
 
 def test_measure_scores_each_split_and_writes_metrics_json(exported, tmp_path):

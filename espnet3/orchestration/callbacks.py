@@ -123,25 +123,3 @@ class ConsoleProgress(L.Callback):
         valid = {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("valid/")}
         epoch, max_epochs = trainer.current_epoch + 1, self._max_epochs(trainer)
         self.send(validation_line(epoch, max_epochs, self._done(trainer), valid))
-
-
-class FaultInjection(L.Callback):
-    """Test hook: kill one rank abruptly once, at a chosen global step.
-
-    Armed only through the ``ESPNET3_FAULT_INJECTION=rank:step:marker`` environment
-    variable of the launching process; the marker file makes it fire once across
-    Ray Train's worker-group restarts.
-    """
-
-    def __init__(self, rank: int, step: int, marker: Path) -> None:
-        self.rank, self.step, self.marker = rank, step, Path(marker)
-
-    @classmethod
-    def parse(cls, value: str) -> FaultInjection:
-        rank, step, marker = value.split(":", 2)
-        return cls(int(rank), int(step), Path(marker))
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_rank == self.rank and trainer.global_step == self.step and not self.marker.exists():
-            self.marker.write_text(f"killed rank {self.rank} at step {self.step}\n")
-            os._exit(1)

@@ -10,7 +10,7 @@ from typing import Any
 
 from espnet3.utils.quiet import silence_library_noise
 from espnet3.orchestration.cluster import enter_launch_dir
-from espnet3.orchestration.callbacks import CHECKPOINT_NAME, ConsoleProgress, FaultInjection, RayReportCallback
+from espnet3.orchestration.callbacks import CHECKPOINT_NAME, ConsoleProgress, RayReportCallback
 from espnet3.orchestration.console import WorkerConsole
 from espnet3.orchestration.train_spec import TrainSpec
 from espnet3.orchestration.worker_logs import output_to, rank_log, warnings_to_console
@@ -77,8 +77,6 @@ def _fit(loop_config: dict[str, Any], console: WorkerConsole) -> None:
     if spec.ema is not None:
         callbacks.append(spec.ema.callback())
     callbacks += [extension.build() for extension in spec.callbacks]
-    if loop_config.get("fault_injection"):
-        callbacks.append(FaultInjection.parse(loop_config["fault_injection"]))
     loggers = [extension.build() for extension in spec.loggers]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))

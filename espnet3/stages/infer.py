@@ -25,6 +25,7 @@ from espnet3.systems.base.inference import Inference, Output, TrainedModel
 from espnet3.utils.atomic import atomic_save, atomic_write, atomic_write_json
 
 DONE = "done"
+LOG_DIR = "logs"  # <infer dir>/logs/worker<i>.log: what each inference actor printed
 # Test hook: stop the driver (as a crash would) once this many shards were written.
 STOP_AFTER_ENV = "ESPNET3_INFER_STOP_AFTER"
 _OWN_KEYS = ("model_file", "num_workers", "shard_size", "batch_size", "device")
@@ -37,8 +38,8 @@ class InferenceSpec:
     Attributes:
         model_file: the model to decode with; default the run's averaged model
             (``best_model_criterion[0]``).
-        num_workers: Ray workers decoding in parallel; default one per GPU of the cluster,
-            else as many as the training workers.
+        num_workers: Ray workers decoding in parallel; default as many as the run's training
+            workers (``--num-gpus`` GPU workers, else ``--num-workers`` CPU workers).
         shard_size: utterances per shard (the unit that is resumed).
         batch_size: utterances per inference call, where the task's decoder batches.
         device: ``auto`` (a GPU when the worker has one), ``cpu`` or ``cuda``.
@@ -78,12 +79,18 @@ class InferenceWorker:
     """Runs in a Ray actor (or in-process): one inference object, many shards."""
 
     def __init__(self, inference_cls: type[Inference], model: TrainedModel, options: dict, device: str,
-                 plan: DataPlan, batch_size: int, threads: int = 1):
+                 plan: DataPlan, batch_size: int, threads: int = 1, log_file: Path | None = None):
         import torch
 
         from espnet3.orchestration.cluster import enter_launch_dir
+        from espnet3.orchestration.worker_logs import output_to
         from espnet3.utils.quiet import silence_library_noise
 
+        if log_file is not None:
+            # An actor's prints (ESPnet2's model-building notices, tracebacks) go to its log for the
+            # actor's lifetime, as training ranks' do, not through Ray's log forwarding to the console.
+            self._output = output_to(log_file)
+            self._output.__enter__()
         enter_launch_dir()
         silence_library_noise()
         torch.set_num_threads(max(1, threads))
@@ -195,7 +202,8 @@ def infer(
                   f"{num_shards - len(todo)} already done", flush=True)
             atomic_write_json(split_dir / "shards.json", {"num_shards": num_shards, "shard_size": spec.shard_size})
             if todo and not workers:
-                workers = _start_workers(inference_cls, model, spec, plan, num_workers, use_gpu, cpus_per_worker)
+                workers = _start_workers(inference_cls, model, spec, plan, num_workers, use_gpu, cpus_per_worker,
+                                         out_dir / LOG_DIR)
             for k, results in _decode(workers, split, {k: shards[k] for k in todo}):
                 _write_shard(split_dir / "shards" / str(k), split_dir, inference_cls.outputs, results,
                              inference_cls.sample_rate)
@@ -214,14 +222,14 @@ def infer(
     return done_dirs
 
 
-def _start_workers(inference_cls, model, spec, plan, num_workers, use_gpu, cpus_per_worker) -> list:
+def _start_workers(inference_cls, model, spec, plan, num_workers, use_gpu, cpus_per_worker, log_dir: Path) -> list:
     args = (inference_cls, model, spec.options, spec.device, plan, spec.batch_size, int(cpus_per_worker))
     if num_workers <= 1:
         return [InferenceWorker(*args)]
     import ray
 
     actor = ray.remote(InferenceWorker).options(num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0)
-    return [actor.remote(*args) for _ in range(num_workers)]
+    return [actor.remote(*args, log_file=log_dir / f"worker{i}.log") for i in range(num_workers)]
 
 
 def _decode(workers: list, split: str, shards: dict[int, list[str]]):

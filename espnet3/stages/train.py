@@ -14,7 +14,6 @@ from espnet3.orchestration.launch_spec import LaunchSpec
 from espnet3.orchestration.train_spec import TrainSpec
 from espnet3.utils.atomic import atomic_write_json
 
-FAULT_INJECTION_ENV = "ESPNET3_FAULT_INJECTION"
 WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 COLLECTIVE_TIMEOUT_ENV = "RAY_TRAIN_COLLECTIVE_TIMEOUT_S"
 
@@ -58,7 +57,6 @@ def build_torch_trainer(
             "config_dir": str(config_dir),
             "use_gpu": spec.use_gpu,
             "cpus_per_worker": spec.cpus_per_worker,
-            "fault_injection": os.environ.get(FAULT_INJECTION_ENV),
             "console_queue": console_queue,
         },
         torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo", timeout_s=int(cfg.timeouts.collective_s)),
