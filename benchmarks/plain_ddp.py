@@ -1,11 +1,13 @@
 """The reference side: plain Lightning DDP (Lightning's own launcher, no Ray) over a batch plan.
 
-    python -m benchmarks.plain_ddp --plan plan.json --out O [--devices 2] [--accelerator cpu|gpu] [--module plain|upstream]
+    python -m benchmarks.plain_ddp --plan plan.json --out O [--devices 2] [--accelerator cpu|gpu] [--module plain|espnet3|upstream]
 
 ``--module plain`` trains an equivalent minimal LightningModule (forward, loss, Adam, the plan's
-scheduler); ``--module upstream`` trains upstream ESPnet3's ``ESPnetLightningModule`` (espnet >= 202609,
-run this file with that environment's Python). Imports nothing from this repository's ``espnet3``, so
-it runs in either environment. Writes ``O/rank<r>.json`` through :class:`benchmarks.probes.StepTimer`.
+scheduler); ``--module espnet3`` trains this repository's ``ESPnetLightningModule`` under the same
+plain Lightning DDP (the module's own cost, without Ray); ``--module upstream`` trains upstream
+ESPnet3's ``ESPnetLightningModule`` (espnet >= 202609, run this file with that environment's Python).
+Imports nothing from this repository's ``espnet3`` except for ``--module espnet3``, so it runs in
+either environment. Writes ``O/rank<r>.json`` through :class:`benchmarks.probes.StepTimer`.
 """
 
 from __future__ import annotations
@@ -98,14 +100,12 @@ def build_module(kind: str, model: torch.nn.Module, plan: dict) -> L.LightningMo
         return PlainASRModule(model, plan)
     from omegaconf import OmegaConf
 
+    # Both espnet3s keep the module at this import path (upstream's, mirrored here); their configs differ.
     module_cls = import_object("espnet3.components.modeling.lightning_module.ESPnetLightningModule")
-    config = OmegaConf.create({
-        "optimizer": plan["optimizer"],
-        "scheduler": plan["scheduler"],
-        "scheduler_interval": "step",
-        "num_device": 1,
-    })
-    return module_cls(model, config)
+    config = {"optimizer": plan["optimizer"], "scheduler": plan["scheduler"], "scheduler_interval": "step"}
+    if kind == "upstream":
+        config["num_device"] = 1
+    return module_cls(model, OmegaConf.create(config))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--module", choices=("plain", "upstream"), default="plain")
+    parser.add_argument("--module", choices=("plain", "espnet3", "upstream"), default="plain")
     parser.add_argument("--t0", type=float, default=None, help="wall clock at process start (from the parent)")
     args = parser.parse_args(argv)
     marks = {"process_start": args.t0 or T_MAIN, "main": T_MAIN, "imports_done": time.time()}

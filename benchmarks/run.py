@@ -27,7 +27,7 @@ from pathlib import Path
 
 from benchmarks.fixture import REPO
 
-COMPARISONS = ("throughput", "nan_consensus", "first_step", "scaling", "batching", "sweep", "upstream")
+COMPARISONS = ("throughput", "module_overhead", "nan_consensus", "first_step", "scaling", "batching", "sweep", "upstream")
 # On a GPU machine (benchmarks/gpu_check.sh): skipped without CUDA, so not in the default list.
 GPU_COMPARISONS = ("gpu_throughput", "gpu_step")
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -237,6 +237,28 @@ def compare_throughput(b: Bench) -> dict:
         "met": bool(ratio(median(e3), median(pl)) >= 0.98),
         "runs": {"espnet3": e3, "lightning_ddp": pl},
     }
+
+
+def median_step_ms(ranks: list[dict], warmup: int) -> float:
+    """Rank 0's median step (batch start to the end of its optimizer step), warm-up excluded."""
+    steps = ranks[0]["steps"][warmup:]
+    return statistics.median((s["end"] - s["start"]) * 1000 for s in steps)
+
+
+def compare_module_overhead(b: Bench) -> dict:
+    """ESPnetLightningModule vs a bare LightningModule, both under plain Lightning DDP (no Ray), on
+    tiny_asr's transformer: the smaller the model, the larger any fixed per-step cost of the module."""
+    size = Size("tiny", b.size.num_train, 200_000, 3, 4 * b.size.measure, max(2, b.size.reps), 0, 0, 0)
+    tiny = b._cache.get("module_tiny") or Bench(size, b.work / "module_tiny", b.fixture.data_dir, None)
+    b._cache["module_tiny"] = tiny
+    module, plain = [], []
+    for _ in range(size.reps):
+        module.append(median_step_ms(tiny.plain(2, module="espnet3")["ranks"], size.warmup))
+        plain.append(median_step_ms(tiny.plain(2)["ranks"], size.warmup))
+    value = ratio(median(module), median(plain))
+    return {"espnet3_module_step_ms": median(module), "plain_module_step_ms": median(plain),
+            "ratio": value, "goal": "<= 1.2", "met": bool(value is not None and value <= 1.2),
+            "runs": {"espnet3_module": module, "plain_module": plain}}
 
 
 def compare_scaling(b: Bench) -> dict:
@@ -466,11 +488,6 @@ def compare_upstream(b: Bench) -> dict:
     }
 
 
-def median_step_ms(ranks: list[dict], warmup: int) -> float:
-    steps = ranks[0]["steps"][warmup:]
-    return statistics.median((s["end"] - s["start"]) * 1000 for s in steps)
-
-
 def _no_cuda() -> dict | None:
     import torch
 
@@ -517,6 +534,7 @@ def compare_gpu_step(b: Bench) -> dict:
 
 RUNNERS = {
     "throughput": compare_throughput,
+    "module_overhead": compare_module_overhead,
     "nan_consensus": compare_nan_consensus,
     "first_step": compare_first_step,
     "scaling": compare_scaling,
@@ -543,6 +561,9 @@ ROWS = {
     "throughput": [("espnet3 (Ray Train, 2 workers) utt/s", "espnet3_utt_per_s"),
                    ("Lightning DDP (2 processes) utt/s", "lightning_ddp_utt_per_s"),
                    ("ratio espnet3 / Lightning (goal >= 0.98)", "ratio"), ("goal met", "met")],
+    "module_overhead": [("ESPnetLightningModule step, tiny model, Lightning DDP (ms)", "espnet3_module_step_ms"),
+                        ("bare LightningModule step (ms)", "plain_module_step_ms"),
+                        ("ratio (goal <= 1.2)", "ratio"), ("goal met", "met")],
     "nan_consensus": [("step time, consensus on (us per 1k padded samples)", "step_time_on_us_per_ksample"),
                       ("step time, consensus off (us per 1k padded samples)", "step_time_off_us_per_ksample"),
                       ("ratio on / off (goal <= 1.01)", "ratio"), ("one consensus all_reduce (us)", "collective_us"),
