@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -54,7 +55,9 @@ def test_greedy_ctc_writes_espnet2_files_sorted_by_utterance(exported, tmp_path)
     out = infer(plan, ASRInference, model, spec, tmp_path, splits=["test"])["test"]
     for name in ("text", "token", "token_int", "score"):
         assert [line.split()[0] for line in _lines(out / name)] == [f"t{k:02d}" for k in range(10)]
-    assert json.loads((out / "shards.json").read_text()) == {"num_shards": 4, "shard_size": 3}
+    manifest = json.loads((out / "shards.json").read_text())
+    assert manifest["shard_size"] == 3 and manifest["num_utterances"] == 10 and manifest["options"] == {
+        "decoder": "greedy_ctc"}
     # how utterances are cut into shards changes nothing (batches are cut inside a shard)
     whole = InferenceSpec.from_config({"decoder": "greedy_ctc", "batch_size": 3, "shard_size": 12})
     one = infer(plan, ASRInference, model, whole, tmp_path / "one", splits=["test"])["test"]
@@ -85,6 +88,21 @@ def test_an_interrupted_infer_resumes_with_only_the_missing_shards(exported, tmp
     assert "10 utterances in 5 shards, 2 already done" in capsys.readouterr().out
     assert {k: (tmp_path / "test" / "shards" / k / "text").stat().st_mtime_ns for k in done} == stamps
     assert len(_lines(out / "text")) == 10
+
+
+def test_shards_of_other_options_or_another_model_are_never_reused(exported, tmp_path, capsys):
+    plan, model = exported
+    greedy = InferenceSpec.from_config({"decoder": "greedy_ctc", "shard_size": 5})
+    infer(plan, ASRInference, model, greedy, tmp_path, splits=["test"])
+    beam = InferenceSpec.from_config({"beam_size": 2, "maxlenratio": 0.5, "shard_size": 5})
+    capsys.readouterr()
+    out = infer(plan, ASRInference, model, beam, tmp_path, splits=["test"])["test"]
+    printed = capsys.readouterr().out
+    assert "changed since" in printed and "2 shards, 0 already done" in printed
+    assert json.loads((out / "shards.json").read_text())["options"] == {"beam_size": 2, "maxlenratio": 0.5}
+    os.utime(model.model_file)  # a retrained model file
+    infer(plan, ASRInference, model, beam, tmp_path, splits=["test"])
+    assert "0 already done" in capsys.readouterr().out
 
 
 def test_two_ray_workers_decode_what_one_process_decodes(exported, tmp_path, ray_cluster):

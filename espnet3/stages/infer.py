@@ -10,8 +10,11 @@ missing shards are decoded. When all are done they are merged into ESPnet2's fil
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ from espnet3.systems.base.inference import Inference, Output, TrainedModel
 from espnet3.utils.atomic import atomic_save, atomic_write, atomic_write_json
 
 DONE = "done"
+MANIFEST = "shards.json"  # what the shards were decoded from (see _manifest)
 LOG_DIR = "logs"  # <infer dir>/logs/worker<i>.log: what each inference actor printed
 # Test hook: stop the driver (as a crash would) once this many shards were written.
 STOP_AFTER_ENV = "ESPNET3_INFER_STOP_AFTER"
@@ -196,11 +200,16 @@ def infer(
             keys = _length_order(plan, split)
             num_shards = math.ceil(len(keys) / spec.shard_size)
             shards = {k: keys[k * spec.shard_size : (k + 1) * spec.shard_size] for k in range(num_shards)}
+            manifest = _manifest(spec, model, inference_cls, keys)
+            if _stale(split_dir, manifest):
+                print(f"[espnet3] infer [{split}]: the model, options or data changed since "
+                      f"{split_dir / 'shards'} was written; decoding all shards again", flush=True)
+                shutil.rmtree(split_dir / "shards")
             todo = [k for k in shards if not (split_dir / "shards" / str(k) / DONE).is_file()]
             started = time.monotonic()
             print(f"[espnet3] infer [{split}]: {len(keys)} utterances in {num_shards} shards, "
                   f"{num_shards - len(todo)} already done", flush=True)
-            atomic_write_json(split_dir / "shards.json", {"num_shards": num_shards, "shard_size": spec.shard_size})
+            atomic_write_json(split_dir / MANIFEST, manifest)
             if todo and not workers:
                 workers = _start_workers(inference_cls, model, spec, plan, num_workers, use_gpu, cpus_per_worker,
                                          out_dir / LOG_DIR)
@@ -220,6 +229,32 @@ def infer(
 
                 ray.kill(worker)
     return done_dirs
+
+
+def _manifest(spec: InferenceSpec, model: TrainedModel, inference_cls: type[Inference], keys: Sequence[str]) -> dict:
+    """What a split's shards were decoded from: finished shards are reused only when all of it is
+    unchanged (a different model, beam or utterance list would otherwise mix into the results)."""
+    stat = model.model_file.stat()
+    return {
+        "shard_size": spec.shard_size,
+        "num_utterances": len(keys),
+        "utterances_hash": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
+        "decoder": f"{inference_cls.__module__}.{inference_cls.__qualname__}",
+        "options": json.loads(json.dumps(spec.options, default=str)),
+        "batch_size": spec.batch_size,
+        "model_file": str(model.model_file.resolve()),
+        "model_file_size": stat.st_size,
+        "model_file_mtime_ns": stat.st_mtime_ns,
+    }
+
+
+def _stale(split_dir: Path, manifest: dict) -> bool:
+    if not (split_dir / "shards").is_dir():
+        return False
+    try:
+        return json.loads((split_dir / MANIFEST).read_text()) != manifest
+    except (OSError, ValueError):
+        return True
 
 
 def _start_workers(inference_cls, model, spec, plan, num_workers, use_gpu, cpus_per_worker, log_dir: Path) -> list:
