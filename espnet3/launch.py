@@ -10,6 +10,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -22,14 +23,21 @@ EXIT_TERMINATED = 128 + signal.SIGTERM
 DEBUG_ENV = "ESPNET3_DEBUG"
 
 
-class Terminated(BaseException):
+class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's preemption, ``timeout``): stop, keep what is saved, exit quietly.
 
-    A BaseException, so no ``except Exception`` on the way up swallows it.
+    A KeyboardInterrupt: no ``except Exception`` on the way up swallows it, and Ray's blocking calls
+    (``ray.get`` of the Train controller, where the driver waits) let only KeyboardInterrupt and
+    SystemExit out of a signal handler, turning any other exception into a SystemError. Ray raises
+    its own KeyboardInterrupt there, so which signal it was is kept in :data:`_SIGTERM_RECEIVED`.
     """
 
 
+_SIGTERM_RECEIVED = threading.Event()
+
+
 def _terminate(signum, frame) -> None:
+    _SIGTERM_RECEIVED.set()
     raise Terminated()
 
 
@@ -312,14 +320,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"espnet3.launch: training failed:\n{describe_failure(exc)}\n(--verbose or {DEBUG_ENV}=1 for "
               "tracebacks)", file=sys.stderr)
         return EXIT_FAILED
-    except (Terminated, KeyboardInterrupt) as exc:
+    except KeyboardInterrupt as exc:  # Ctrl-C, and SIGTERM as Terminated
         import ray
 
         ray.shutdown()
-        what = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
-        print(f"[espnet3] stopped by {what}; what was saved stays: continue with the same command and --resume",
-              file=sys.stderr, flush=True)
-        return EXIT_TERMINATED if isinstance(exc, Terminated) else 130
+        sigterm = isinstance(exc, Terminated) or _SIGTERM_RECEIVED.is_set()
+        print(f"[espnet3] stopped by {'SIGTERM' if sigterm else 'Ctrl-C'}; what was saved stays: continue with "
+              "the same command and --resume", file=sys.stderr, flush=True)
+        return EXIT_TERMINATED if sigterm else 130
 
 
 if __name__ == "__main__":

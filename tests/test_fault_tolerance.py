@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -130,11 +131,40 @@ def test_a_sigkilled_worker_is_replaced_and_the_run_resumes_from_its_checkpoint(
         out, _ = proc.communicate(timeout=TIMEOUT_S)
     finally:
         proc.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode == 0, out[-3000:]
     assert _attempts(exp) == 2, "the worker group was started once more, and only once"
     result = _result(exp)
     assert result["epoch"] == 2 and result["step"] == 3 * _steps_per_epoch(exp)
     assert (exp / "valid.loss.ave_2best.pth").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TIMEOUT_S + 60)
+def test_sigterm_stops_the_launcher_quietly_and_resume_finishes_the_run(digits, tmp_path):
+    """A scheduler's preemption (or `timeout`): SIGTERM to the launcher, then the same command with --resume."""
+    exp = tmp_path / "exp"
+    command = [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "2",
+               "trainer.max_epochs=3", *_overrides(exp, digits)]
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:  # a file, not a pipe: nothing the launcher prints can block it
+        proc = subprocess.Popen([*command, "--stages", "train"], cwd=tmp_path, env=_env(), stdout=out, stderr=out)
+        try:
+            _wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", proc)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=90)
+        finally:
+            proc.kill()
+    output = log.read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "stopped by SIGTERM" in output and "--resume" in output
+    assert "Traceback" not in output and "*** SIGTERM received" not in output, output[-3000:]
+    assert not _train_workers(proc.pid) and not (exp / "train_result.json").exists()
+
+    resumed = subprocess.run([*command, "--resume", "--stages", "train"], cwd=tmp_path, env=_env(),
+                             capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert _result(exp)["epoch"] == 2 and _result(exp)["step"] == 3 * _steps_per_epoch(exp)
 
 
 def _nan_data(root: Path) -> Path:
@@ -232,6 +262,7 @@ def test_a_killed_node_of_a_two_node_cluster_is_replaced_and_the_run_completes(d
     finally:
         for node in reversed(nodes):
             _kill_node(node)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.mark.slow
