@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ import numpy as np
 import pytest
 import soundfile
 import yaml
+
+from net_utils import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny_asr.yaml"
@@ -195,19 +196,9 @@ def test_a_failure_a_restart_cannot_cure_ends_the_run_at_once_despite_max_failur
     assert _attempts(exp, 0) == 1 and _attempts(exp, 1) == 1, "a deterministic failure used up a retry"
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
-
-
 def _ray_start(env: dict[str, str], *args: str) -> subprocess.Popen:
     """`ray start --block` on 127.0.0.1 with ports of its own, in its own process group."""
-    node_manager, object_manager, agent, agent_grpc, env_agent, metrics = _free_ports(6)
+    node_manager, object_manager, agent, agent_grpc, env_agent, metrics = free_ports(6)
     return subprocess.Popen(
         [str(RAY_BIN), "start", "--block", "--node-ip-address=127.0.0.1", f"--node-manager-port={node_manager}",
          f"--object-manager-port={object_manager}", f"--dashboard-agent-listen-port={agent}",
@@ -235,7 +226,7 @@ def test_a_killed_node_of_a_two_node_cluster_is_replaced_and_the_run_completes(d
     ray_tmp = Path(f"/tmp/e3node{os.getpid()}")
     env = _env(RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="token")
     subprocess.run([str(RAY_BIN), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
-    gcs, dashboard, client = _free_ports(3)
+    gcs, dashboard, client = free_ports(3)
     nodes = [_ray_start(env, "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
                         f"--ray-client-server-port={client}", "--num-cpus=0", "--include-dashboard=true")]
     address = f"127.0.0.1:{gcs}"

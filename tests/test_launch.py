@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from espnet3 import launch
+from net_utils import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny_asr.yaml"
@@ -99,18 +100,6 @@ def test_tiny_training_end_to_end_with_two_workers_and_resume(tmp_path, ray_clus
     assert result["metrics"]["step"] == 2 * steps and result["metrics"]["epoch"] == 1
 
 
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_ray_job_submit_against_a_running_cluster(tmp_path):
@@ -118,7 +107,7 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
     import os
 
     ray_bin = Path(sys.executable).parent / "ray"
-    gcs, dashboard, agent, agent_grpc, client, env_agent, metrics = _free_ports(7)
+    gcs, dashboard, agent, agent_grpc, client, env_agent, metrics = free_ports(7)
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     subprocess.run([str(ray_bin), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
     workdir = tmp_path / "recipe"
