@@ -99,6 +99,8 @@ def test_sharded_ray_run_equals_single_process_run(cfg, plan, serial_stats, ray_
         np.testing.assert_allclose(a["sum_square"], b["sum_square"], rtol=1e-12, atol=0)
         assert (out / split / "feats_shape").read_text() == (serial_stats / split / "feats_shape").read_text()
     assert cfg == before
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == [
+        "collect_train_0.log", "collect_train_1.log", "collect_valid_0.log", "collect_valid_1.log"]
 
 
 def test_global_mvn_from_written_stats_matches_numpy_over_all_frames(cfg, plan, serial_stats):

@@ -148,6 +148,15 @@ def _shards(batches: list[tuple[str, ...]], num_shards: int) -> list[list[tuple[
     return [batches[k::num_shards] for k in range(num_shards)]
 
 
+def _collect_shard_logged(log_file: Path, *args) -> FeatStats:
+    """:func:`collect_shard` in a Ray task, its prints (ESPnet2's model-building notices) kept in
+    ``log_file`` instead of being forwarded to the driver's console."""
+    from espnet3.orchestration.worker_logs import output_to
+
+    with output_to(log_file):
+        return collect_shard(*args)
+
+
 def _run_split(
     model_factory: ModelFactory,
     model_cfg: dict[str, Any],
@@ -162,8 +171,10 @@ def _run_split(
     import ray
 
     shards = _shards(batches, num_shards)
-    remote = ray.remote(num_cpus=num_cpus_per_shard)(collect_shard)
-    refs = [remote.remote(model_factory, model_cfg, plan, split, own) for own in shards]
+    remote = ray.remote(num_cpus=num_cpus_per_shard)(_collect_shard_logged)
+    logs = Path(plan.stats_dir) / "logs"
+    refs = [remote.remote(logs / f"collect_{split}_{k}.log", model_factory, model_cfg, plan, split, own)
+            for k, own in enumerate(shards)]
     index_of = {ref: k for k, ref in enumerate(refs)}
     results: list[FeatStats | None] = [None] * len(refs)
     total = sum(len(b) for b in batches)
