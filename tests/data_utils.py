@@ -11,6 +11,17 @@ import soundfile
 SAMPLE_RATE = 16000
 WORDS = ("ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE")
 
+# The smallest ESPnet2 ASR model block (`task: asr1`) that trains and decodes on these directories.
+TINY_ASR_MODEL = {
+    "frontend_conf": {"n_fft": 128, "hop_length": 64, "n_mels": 16},
+    "normalize": "utterance_mvn",
+    "encoder": "transformer",
+    "encoder_conf": {"output_size": 16, "attention_heads": 2, "linear_units": 32, "num_blocks": 1},
+    "decoder": "transformer",
+    "decoder_conf": {"attention_heads": 2, "linear_units": 32, "num_blocks": 1},
+    "model_conf": {"ctc_weight": 0.5},
+}
+
 
 def sine(num_samples: int, freq: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     t = np.arange(num_samples) / sample_rate

@@ -21,18 +21,8 @@ import pytest
 import soundfile
 import yaml
 
-from data_utils import digit_utterances, write_datadir
+from data_utils import TINY_ASR_MODEL, digit_utterances, write_datadir
 from espnet3 import launch
-
-TINY_MODEL = {
-    "frontend_conf": {"n_fft": 128, "hop_length": 64, "n_mels": 16},
-    "normalize": "utterance_mvn",
-    "encoder": "transformer",
-    "encoder_conf": {"output_size": 16, "attention_heads": 2, "linear_units": 32, "num_blocks": 1},
-    "decoder": "transformer",
-    "decoder_conf": {"attention_heads": 2, "linear_units": 32, "num_blocks": 1},
-    "model_conf": {"ctc_weight": 0.5},
-}
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +60,7 @@ def base_config(data: dict) -> dict:
         "task": "asr1",
         "data": {"train": str(data["train"]), "valid": str(data["valid"])},
         "dataloader": {"batch_type": "numel", "batch_bins": 40000},
-        "model": copy.deepcopy(TINY_MODEL),
+        "model": copy.deepcopy(TINY_ASR_MODEL),
         "trainer": {"max_epochs": 1},
         "best_model_criterion": [["valid/loss", 1, "min"]],
     }

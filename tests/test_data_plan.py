@@ -9,24 +9,15 @@ import pytest
 import soundfile
 import torch
 
-from data_utils import digit_utterances, make_digits_dirs, sine, train_config, write_datadir
+from data_utils import TINY_ASR_MODEL, digit_utterances, make_digits_dirs, sine, train_config, write_datadir
 from espnet3.data.errors import DataError
 from espnet3.data.plan import build_data_plan
 from espnet3.data import shapes as shapes_module
 from espnet3.utils.task_utils import build_task_model, check_task_blocks
 
-TINY_ASR = {
-    "frontend_conf": {"n_fft": 128, "hop_length": 64, "n_mels": 16},
-    "normalize": "utterance_mvn",
-    "encoder": "transformer",
-    "encoder_conf": {"output_size": 16, "attention_heads": 2, "linear_units": 32, "num_blocks": 1},
-    "decoder": "transformer",
-    "decoder_conf": {"attention_heads": 2, "linear_units": 32, "num_blocks": 1},
-}
-
 
 def _asr_config(root, dirs, **extra):
-    cfg = {**train_config(root, {"train": "-", "valid": "-"}), "task": "asr1", "model": dict(TINY_ASR), **extra}
+    cfg = {**train_config(root, {"train": "-", "valid": "-"}), "task": "asr1", "model": dict(TINY_ASR_MODEL), **extra}
     cfg["data"].update(train=dirs["train"], valid=dirs["valid"])
     cfg["data"].update(test={k: v for k, v in dirs.items() if k not in ("train", "valid")})
     return cfg

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from data_utils import make_digits_dirs, train_config, write_datadir
+from data_utils import TINY_ASR_MODEL, make_digits_dirs, train_config, write_datadir
 from espnet3.data.plan import build_data_plan
 from espnet3.export import save_model_pth, write_espnet2_config
 from espnet3.stages.infer import STOP_AFTER_ENV, InferenceSpec, infer
@@ -18,16 +18,6 @@ from espnet3.systems.asr.metrics import CER, WER
 from espnet3.systems.base.inference import TrainedModel
 from espnet3.utils.task_utils import get_espnet_model
 
-MODEL = {
-    "frontend_conf": {"n_fft": 128, "hop_length": 64, "n_mels": 16},
-    "normalize": "utterance_mvn",
-    "encoder": "transformer",
-    "encoder_conf": {"output_size": 16, "attention_heads": 2, "linear_units": 32, "num_blocks": 1},
-    "decoder": "transformer",
-    "decoder_conf": {"attention_heads": 2, "linear_units": 32, "num_blocks": 1},
-    "model_conf": {"ctc_weight": 0.5},
-}
-
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
@@ -35,7 +25,7 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("infer")
     dirs = make_digits_dirs(root, num_train=12, num_valid=4)
     dirs["test"] = write_datadir(root / "test", [(f"t{k:02d}", 1600 + 400 * k, "ONE TWO") for k in range(10)])
-    cfg = {**train_config(root, dirs), "task": "asr1", "model": {**MODEL, "token_list": str(root / "tokens.txt")}}
+    cfg = {**train_config(root, dirs), "task": "asr1", "model": {**TINY_ASR_MODEL, "token_list": str(root / "tokens.txt")}}
     plan = build_data_plan(cfg)
     torch.manual_seed(0)
     model = get_espnet_model("asr1", cfg["model"])
