@@ -273,8 +273,11 @@ def run_evaluation(spec: LaunchSpec, evaluation, plan) -> None:
 
 def describe_failure(error: BaseException) -> str:
     """One line per distinct worker error of a failed Ray Train run (tracebacks are in the logs)."""
-    from espnet3.orchestration.failures import is_startup_timeout
+    from espnet3.orchestration.failures import describe_memory_kill, is_startup_timeout, memory_kill
 
+    memory = memory_kill(error)
+    if memory is not None:
+        return describe_memory_kill(memory)
     if is_startup_timeout(error):
         return (
             "the training workers could not be placed within timeouts.worker_start_s: the cluster lacks the "
@@ -304,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         check, execute = runner.preflight, runner.run
     else:
         check, execute = preflight, run
+    from ray.exceptions import OutOfMemoryError
     from ray.train import TrainingFailedError
 
     stop_on_sigterm()
@@ -314,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"espnet3.launch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except TrainingFailedError as exc:
+    except (TrainingFailedError, OutOfMemoryError) as exc:
         if spec.verbose:
             raise
         print(f"espnet3.launch: training failed:\n{describe_failure(exc)}\n(--verbose or {DEBUG_ENV}=1 for "

@@ -289,3 +289,55 @@ def test_two_runs_and_a_sweep_on_one_machine_all_finish(digits, tmp_path):
         assert _result(tmp_path / name)["epoch"] == 0
     rows = (tmp_path / "sweep" / "results.csv").read_text().splitlines()
     assert len(rows) == 2 and ",TERMINATED," in rows[1]
+
+
+HUNGRY_MODEL = '''
+import numpy as np
+import torch
+
+
+class Hungry(torch.nn.Module):
+    """Keeps 1 GiB more host memory at every step, as an oversized batch would, until Ray kills it."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.held = []
+
+    def forward(self, speech, speech_lengths, **_):
+        if len(self.held) >= 40:
+            raise RuntimeError("40 GiB held and Ray's memory monitor never killed this worker")
+        self.held.append(np.ones(2**27))
+        loss = (self.scale * speech).pow(2).mean()
+        return loss, {"loss": loss.detach()}, torch.tensor(speech.shape[0])
+'''
+
+
+def _memory_threshold(headroom_gib: float) -> str:
+    """A RAY_memory_usage_threshold that the machine crosses once ``headroom_gib`` more is in use."""
+    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    total, available = (int(info[k].split()[0]) * 1024 for k in ("MemTotal", "MemAvailable"))
+    return f"{min(0.95, (total - available + headroom_gib * 2**30) / total):.3f}"
+
+
+def test_workers_killed_for_lack_of_memory_say_so_and_are_not_retried(digits, tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "hungry.py").write_text(HUNGRY_MODEL)
+    config = yaml.safe_load(TINY.read_text())
+    config.pop("task")
+    config["model"] = {"_target_": "src.hungry.Hungry"}
+    config["data"].pop("test")  # a `_target_` model has no inference class to decode with
+    config.pop("inference")
+    (tmp_path / "hungry.yaml").write_text(yaml.safe_dump(config))
+    exp = tmp_path / "exp"
+    env = _env(RAY_memory_usage_threshold=_memory_threshold(6.0), RAY_memory_monitor_refresh_ms="100")
+    proc = subprocess.run(
+        [sys.executable, "-m", "espnet3.launch", "--config", str(tmp_path / "hungry.yaml"), "--num-gpus", "0",
+         "--num-workers", "2", "max_failures=3", *_overrides(exp, digits)[:3], "~data.digits"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "ran out of memory" in proc.stderr and "GB used of" in proc.stderr, proc.stderr[-2000:]
+    assert "dataloader.batch_bins" in proc.stderr and "--num-workers" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _attempts(exp, 0) == 1, "a memory kill used up a retry"

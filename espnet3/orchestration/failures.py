@@ -53,6 +53,52 @@ def is_deterministic(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and bool(SHAPE_ERROR.search(str(error)))
 
 
+# What Ray's memory monitor says when it kills tasks and actors (the Train controller, its helper
+# actors or the workers) on a node near its memory limit.
+MEMORY_KILL = re.compile(r"running low on memory|OutOfMemoryError|OOM kill", re.IGNORECASE)
+MEMORY_FIGURES = re.compile(r"was ([\d.]+GB) used / ([\d.]+GB) limit")
+
+
+def _chain(error: BaseException | None, seen: set[int] | None = None):
+    """``error``, its causes, and the worker and controller failures a Train error holds."""
+    seen = set() if seen is None else seen
+    if error is None or id(error) in seen:
+        return
+    seen.add(id(error))
+    yield error
+    for inner in [*(getattr(error, "worker_failures", None) or {}).values(),
+                  getattr(error, "controller_failure", None), error.__cause__, error.__context__]:
+        yield from _chain(inner, seen)
+
+
+def memory_kill(error: BaseException) -> str | None:
+    """Ray's memory monitor message behind ``error`` (a failed fit), or ``None`` if memory was not the cause.
+
+    Ray 2.60 surfaces such a kill either as ``ray.exceptions.OutOfMemoryError`` from ``fit()`` (the
+    controller was killed) or inside a Train error; either way the same batches run out of memory
+    again after a restart, so it is the user's to cure, not Ray's to retry.
+    """
+    from ray.exceptions import OutOfMemoryError
+
+    for inner in _chain(error):
+        text = str(inner)
+        if isinstance(inner, OutOfMemoryError) or MEMORY_KILL.search(text):
+            return text
+    return None
+
+
+def describe_memory_kill(message: str) -> str:
+    """The console's explanation of a memory kill: the node's figures and the fixes."""
+    figures = MEMORY_FIGURES.search(message)
+    used = f" ({figures.group(1)} used of {figures.group(2)})" if figures else ""
+    return (
+        f"Ray killed the training processes because the node ran out of memory{used}. Each worker holds "
+        "its batches, model and optimizer state: lower `dataloader.batch_bins` (or `dataloader.batch_size`), "
+        "or run fewer workers per node (--num-workers, or --num-gpus on more nodes); not retried, since the "
+        "same batches would run out of memory again"
+    )
+
+
 def is_startup_timeout(error: TrainingFailedError) -> bool:
     """Whether the workers never got their resources within ``timeouts.worker_start_s``."""
     return isinstance(error, ControllerError) and isinstance(error.controller_failure, WorkerGroupStartupTimeoutError)
@@ -62,7 +108,8 @@ class RetryCurablePolicy(FailurePolicy):
     """Raise worker failures a restart cannot cure; decide the others like Ray's default policy.
 
     Also raised at once: workers that could not be placed within ``timeouts.worker_start_s``
-    (Ray retries that forever by default, which looks like a hang).
+    (Ray retries that forever by default, which looks like a hang), and workers Ray killed for lack
+    of memory (:func:`memory_kill`).
     """
 
     def __init__(self, failure_config: FailureConfig):
@@ -75,6 +122,8 @@ class RetryCurablePolicy(FailurePolicy):
         if isinstance(training_failed_error, WorkerGroupError) and any(
             is_deterministic(error) for error in training_failed_error.worker_failures.values()
         ):
+            return FailureDecision.RAISE
+        if memory_kill(training_failed_error) is not None:
             return FailureDecision.RAISE
         return self.default.make_decision(training_failed_error)
 
