@@ -155,6 +155,19 @@ def _check_required(preprocess: PreprocessSpec, split: str, source: SplitSource,
         )
 
 
+def _check_fold_lengths(loader: LoaderSpec, source: SplitSource) -> None:
+    """ESPnet2 folds with one length per shape file (data stream, in triple order), and fails in
+    every worker on a longer list; a recipe's asr.sh lengths on an LM's one stream is the usual case."""
+    if loader.batch_type != "folded" or source.target is not None or len(loader.fold_length) <= len(source.names):
+        return
+    names = ", ".join(source.names)
+    raise DataError(
+        f"`dataloader.fold_length` has {len(loader.fold_length)} lengths {list(loader.fold_length)} but "
+        f"`{source.key}` has {len(source.names)} data stream(s) ({names}); give one length per stream, in "
+        f"the order of `{source.key}`, e.g. fold_length: {list(loader.fold_length[: len(source.names)])}"
+    )
+
+
 def _preprocess_spec(cfg: Mapping[str, Any], data: DataSpec) -> tuple[PreprocessSpec, tuple[TokenStream, ...]]:
     """The preprocessing of a run, with its token lists written first (they are read into the args)."""
     from espnet3.utils.task_utils import preprocess_keys, resolve_task, task_args
@@ -216,11 +229,13 @@ def build_data_plan(cfg: Mapping[str, Any], *, splits: Iterable[str] | None = No
         source = data.split(split)
         if source.target is None:
             _check_required(preprocess, split, source, source.names)
-    loader_section = cfg.get("dataloader") or {}
+    loader = LoaderSpec.from_config(plain_mapping(cfg.get("dataloader") or {}, "dataloader"))
+    for split in (s for s in splits if s in ("train", "valid")):
+        _check_fold_lengths(loader, data.split(split))
     return DataPlan(
         data=data,
         preprocess=preprocess,
-        loader=LoaderSpec.from_config(plain_mapping(loader_section, "dataloader")),
+        loader=loader,
         stats_dir=Path(cfg["stats_dir"]).resolve(),
         seed=int(cfg.get("seed") or 0),
         token_streams=streams,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,10 +71,29 @@ class PreprocessSpec:
         return import_espnet2("espnet2.train.collate_fn").CommonCollateFn(float_pad_value=0.0, int_pad_value=-1)
 
     def required_names(self, train: bool, inference: bool) -> tuple[str, ...]:
-        """The data names the task needs (``required_data_names``); none without a task."""
+        """The data names the task needs (``required_data_names``); none without a task.
+
+        ESPnet2 lists only ``speech_ref1`` for enhancement, yet a separator for N speakers asserts
+        in its first forward that ``speech_ref1..N`` all came: they are required for training too.
+        """
         if self.task is None:
             return ()
-        return tuple(self._task_cls().required_data_names(train=train, inference=inference))
+        names = tuple(self._task_cls().required_data_names(train=train, inference=inference))
+        if train and not inference:
+            names += tuple(n for n in self._separated_references() if n not in names)
+        return names
+
+    def _separated_references(self) -> tuple[str, ...]:
+        args = self.args or {}
+        for key in ("separator", "enh_separator"):
+            if not args.get(key) or (args.get("model_conf") or {}).get("flexible_numspk"):
+                continue
+            choice = next(c for c in self._task_cls().class_choices_list if c.name == key)
+            default = inspect.signature(choice.get_class(args[key])).parameters.get("num_spk")
+            num_spk = (args.get(f"{key}_conf") or {}).get("num_spk", getattr(default, "default", 1))
+            if isinstance(num_spk, int) and num_spk > 1:
+                return tuple(f"speech_ref{n}" for n in range(1, num_spk + 1))
+        return ()
 
     def fingerprint(self) -> str:
         """Changes whenever preprocessing could change an item's shape (options, token lists, models)."""

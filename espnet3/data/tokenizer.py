@@ -24,6 +24,8 @@ from espnet3.utils.espnet2_imports import import_espnet2
 
 BLANK, UNK, SOS_EOS = "<blank>", "<unk>", "<sos/eos>"
 SPACE = "<space>"
+# The data name of class labels (ESPnet2's CLS task); their list is cls.sh's, not a vocabulary's.
+LABEL = "label"
 
 
 def train_sentencepiece(texts: Iterable[str], bpemodel: Path, nbpe: int) -> None:
@@ -70,6 +72,9 @@ class TokenStream:
         bpemodel: sentencepiece model (``bpe``), trained with ``nbpe`` units when missing.
         text: the training split's text file this vocabulary covers; ``None`` when the
             split has none (then the list must already exist).
+        text_name, split_key: the stream it is built from and the split's key (for messages).
+        classes: a class list (cls.sh: labels by descending count, then ``<blank>`` and ``<unk>``,
+            no ``<sos/eos>``) instead of a vocabulary.
         cleaner, g2p, non_linguistic_symbols: applied before tokenizing, as in ESPnet2's
             ``tokenize_text --write_vocabulary``.
     """
@@ -79,6 +84,9 @@ class TokenStream:
     token_type: str
     bpemodel: Path | None
     text: Path | None
+    text_name: str = "text"
+    split_key: str = "data.train"
+    classes: bool = False
     nbpe: int = 30
     cleaner: str | None = None
     g2p: str | None = None
@@ -89,7 +97,8 @@ def token_streams(settings: Mapping[str, Any], train: SplitSource, nbpe: int) ->
     """The token lists named in ESPnet2 ``settings`` (``token_list``, ``src_token_list``, ...) as paths.
 
     A list's text is the training split's ``text``-type stream named after it: ``text`` for
-    ``token_list``, ``src_text`` for ``src_token_list``, ``transcript`` for ``transcript_token_list``.
+    ``token_list``, ``src_text`` for ``src_token_list``, ``transcript`` for ``transcript_token_list``;
+    without a ``text`` stream, ``token_list`` is the class list of a ``label`` stream (cls.sh's).
     Lists given inline (YAML lists) need no building and are skipped.
     """
     texts = {t.name: t.path for t in train.resolved().triples if t.type == "text"}
@@ -98,13 +107,14 @@ def token_streams(settings: Mapping[str, Any], train: SplitSource, nbpe: int) ->
         if not key.endswith("token_list") or not isinstance(value, (str, Path)):
             continue
         prefix = key[: -len("token_list")]
-        candidates = [f"{prefix}text", prefix.rstrip("_")] if prefix else ["text"]
-        text = next((texts[c] for c in candidates if c in texts), None)
+        candidates = [f"{prefix}text", prefix.rstrip("_")] if prefix else ["text", LABEL]
+        name = next((c for c in candidates if c in texts), None)
+        text = texts.get(name)
 
         def option(name: str) -> Any:
             return settings.get(f"{prefix}{name}", settings.get(name) if not prefix else None)
 
-        token_type = option("token_type") or "char"
+        token_type = "word" if name == LABEL else option("token_type") or "char"
         bpemodel = option("bpemodel")
         streams.append(TokenStream(
             key=key,
@@ -112,6 +122,9 @@ def token_streams(settings: Mapping[str, Any], train: SplitSource, nbpe: int) ->
             token_type=token_type,
             bpemodel=Path(bpemodel) if bpemodel else None,
             text=text,
+            text_name=name or candidates[0],
+            split_key=train.key,
+            classes=name == LABEL,
             nbpe=nbpe,
             cleaner=option("cleaner"),
             g2p=option("g2p"),
@@ -131,6 +144,9 @@ def build_token_list(texts: Iterable[str], stream: TokenStream) -> list[str]:
         counts.update(tokenizer.text2tokens(cleaner(line) if cleaner else line))
     # sorted() is stable, so ties keep first-seen order, as in espnet2.bin.tokenize_text.
     tokens = [t for t, _ in sorted(counts.items(), key=lambda item: -item[1]) if t not in (BLANK, UNK, SOS_EOS)]
+    if stream.classes:
+        # cls.sh: tokenize_text --add_symbol "<unk>:-1" --add_symbol "<blank>:-2"
+        return [*tokens, BLANK, UNK]
     return [BLANK, UNK, *tokens, SOS_EOS]
 
 
@@ -153,8 +169,9 @@ def prepare_token_list(stream: TokenStream) -> Path:
         return stream.token_list
     if stream.text is None:
         raise DataError(
-            f"`{stream.key}` {stream.token_list} does not exist and the training data has no text stream to "
-            f"build it from; write the token list, or add the text as a [path, name, text] triple"
+            f"`{stream.key}` {stream.token_list} does not exist and `{stream.split_key}` has no "
+            f"`{stream.text_name}` text stream to build it from; add it as a [<dir>/<file>, {stream.text_name}, text] "
+            "triple, or write the token list"
         )
     texts = read_texts(stream.text)
     if bpe and not stream.bpemodel.is_file():

@@ -28,6 +28,8 @@ from espnet3.utils.instantiate import instantiate
 
 # Applied by the Lightning module after the model is built; ESPnet2 tasks do not know it.
 FREEZE_PARAM_KEY = "freeze_param"
+# spk.sh / lid.sh pass the number of classes as the line count of the class -> utterances file.
+CLASS_COUNTS = {"spk_num": "spk2utt", "lang_num": "lang2utt"}
 
 
 def resolve_task(task: str | type) -> type:
@@ -192,6 +194,16 @@ def _read_token_list(key: str, token_list: Any) -> list[str] | None:
     raise TypeError(f"`{key}` must be a file path or a list, got {token_list!r}")
 
 
+def _count_lines(key: str, path: Any) -> int:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError as err:
+        raise ValueError(f"`{key}` is {str(path)!r}, which cannot be read ({err.strerror or err}); "
+                         "give the class -> utterances file the recipe script writes (utils/utt2spk_to_spk2utt.pl)"
+                         ) from None
+
+
 def check_task_blocks(
     task: str | type,
     model_config: Mapping[str, Any] | DictConfig | None,
@@ -249,9 +261,9 @@ def _check_class_choices(task_cls: type, blocks: Mapping[str, Mapping[str, Any]]
     """
     for choices in task_cls.class_choices_list:
         for block_name, block in blocks.items():
-            if choices.name not in block:
+            if choices.name not in block and f"{choices.name}_conf" not in block:
                 continue
-            value = block[choices.name]
+            value = block.get(choices.name, choices.default)
             key = f"{block_name}.{choices.name}"
             if isinstance(value, str) and value.lower() == "none":
                 value = None
@@ -303,6 +315,9 @@ def task_args(
             block[key] = None
     for key in [k for k in block if k.endswith("token_list") and read_token_lists]:
         block[key] = _read_token_list(f"model.{key}" if key in model else f"preprocessor.{key}", block[key])
+    for count, listing in CLASS_COUNTS.items():
+        if block.get(count) is None and block.get(listing) and read_token_lists:
+            block[count] = _count_lines(f"model.{listing}", block[listing])
 
     args = default_config(task_cls)
     for name in _choice_names(task_cls):
