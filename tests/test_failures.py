@@ -51,3 +51,21 @@ def test_workers_that_never_get_their_resources_are_not_waited_for_again():
     policy = RetryCurablePolicy(FailureConfig(max_failures=3))
     error = ControllerError(WorkerGroupStartupTimeoutError(num_workers=2))
     assert policy.make_decision(error) is FailureDecision.RAISE
+
+
+def test_only_rays_memory_monitor_kills_count_as_memory_kills():
+    from ray.exceptions import OutOfMemoryError
+
+    from espnet3.orchestration.failures import describe_memory_kill, memory_kill
+
+    monitor = ("1 worker(s) were killed due to the node running low on memory. Memory on the node (IP: x, ID: y) "
+               "was 12.66GB used / 23.54GB limit (0.537845)")
+    assert memory_kill(OutOfMemoryError(monitor)) == monitor
+    wrapped = RuntimeError("training failed")
+    wrapped.__cause__ = RuntimeError(monitor)
+    assert memory_kill(wrapped) == monitor
+    assert "12.66GB used of 23.54GB" in describe_memory_kill(monitor)
+    # Ray's text for every unexpectedly dead worker lists the OOM killer as one possible cause
+    sigkill = RuntimeError("Worker unexpectedly exits with a connection error code 2. There are some potential "
+                           "root causes. (1) The process is killed by SIGKILL by OOM killer due to high memory usage.")
+    assert memory_kill(sigkill) is None

@@ -54,8 +54,9 @@ def is_deterministic(error: BaseException) -> bool:
 
 
 # What Ray's memory monitor says when it kills tasks and actors (the Train controller, its helper
-# actors or the workers) on a node near its memory limit.
-MEMORY_KILL = re.compile(r"running low on memory|OutOfMemoryError|OOM kill", re.IGNORECASE)
+# actors or the workers) on a node near its memory limit. Not "OOM killer": Ray names that as one
+# *possible* cause in the message of every worker that died unexpectedly (a SIGKILL, a segfault).
+MEMORY_KILL = re.compile(r"killed due to the node running low on memory")
 MEMORY_FIGURES = re.compile(r"was ([\d.]+GB) used / ([\d.]+GB) limit")
 
 
