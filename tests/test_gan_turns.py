@@ -117,3 +117,18 @@ def test_an_espnet2_gan_model_needs_named_turn_optimizers():
         config = {"optimizers": {"gen": {"optimizer": {"_target_": "torch.optim.Adam"}, "params": ["generator"]},
                                  "disc": {"optimizer": {"_target_": "torch.optim.Adam"}, "params": ["discriminator"]}}}
         ESPnetLightningModule(ESPnet2StyleGAN(), config)
+
+
+def test_end_of_batch_clears_only_the_gan_models_generator_cache():
+    """ESPnet2's GAN models cache generator outputs in ``_cache``; other modules (JETS's alignment
+    module) keep their own ``_cache`` dicts, which must survive every batch."""
+    from espnet3.components.modeling.forward_contract import ForwardContract
+    from espnet3.components.modeling.gan_turns import GANTurns
+
+    model = ESPnet2StyleGAN()
+    model.alignment = torch.nn.Module()
+    model.alignment._cache = {(3, 5): torch.ones(3, 5)}
+    model._cache = torch.zeros(2)
+    GANTurns(model, ("discriminator", "generator"), ForwardContract("ESPnet2StyleGAN", multi=True)).end_batch()
+    assert model._cache is None
+    assert list(model.alignment._cache) == [(3, 5)]

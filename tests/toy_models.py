@@ -147,6 +147,7 @@ class ESPnet2StyleGAN(_espnet2_gan_base()):
         self.generator = nn.Linear(2, 2)
         self.discriminator = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1))
         self.seen_by_generator: list[torch.Tensor] = []
+        self.cache_generator_outputs = True
         self._cache = None
 
     def forward(self, real, z, poison, forward_generator: bool = True):

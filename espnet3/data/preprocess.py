@@ -23,6 +23,10 @@ from espnet3.utils.espnet2_imports import import_espnet2
 from espnet3.utils.instantiate import instantiate
 
 
+# ESPnet2 TTS models that train on given phoneme durations.
+DURATION_TTS = ("fastspeech", "fastspeech2")
+
+
 def _file_stamp(value: Any) -> Any:
     """A path's size and mtime, so a changed file (a retrained bpe model) changes the fingerprint."""
     if isinstance(value, str) and value and Path(value).is_file():
@@ -74,14 +78,20 @@ class PreprocessSpec:
         """The data names the task needs (``required_data_names``); none without a task.
 
         ESPnet2 lists only ``speech_ref1`` for enhancement, yet a separator for N speakers asserts
-        in its first forward that ``speech_ref1..N`` all came: they are required for training too.
+        in its first forward that ``speech_ref1..N`` all came; and FastSpeech/FastSpeech2 train on
+        a teacher's ``durations`` (tts.sh's ``--teacher_dumpdir``), which TTS lists as optional.
+        Both are required for training here.
         """
         if self.task is None:
             return ()
         names = tuple(self._task_cls().required_data_names(train=train, inference=inference))
         if train and not inference:
-            names += tuple(n for n in self._separated_references() if n not in names)
+            extra = (*self._separated_references(), *self._durations())
+            names += tuple(n for n in extra if n not in names)
         return names
+
+    def _durations(self) -> tuple[str, ...]:
+        return ("durations",) if (self.args or {}).get("tts") in DURATION_TTS else ()
 
     def _separated_references(self) -> tuple[str, ...]:
         args = self.args or {}

@@ -58,7 +58,9 @@ def _absolute_source(source):
 
 def default_stages(cfg: DictConfig) -> list[str]:
     stages = []
-    if cfg.get("task") and str((cfg.get("model") or {}).get("normalize")) == "global_mvn":
+    from espnet3.stages.collect_stats import uses_collected_stats
+
+    if cfg.get("task") and uses_collected_stats(cfg.get("model")):
         stages.append("collect_stats")
     stages.append("train")
     if cfg.data.get("test"):

@@ -58,17 +58,27 @@ class FeatStats:
         self.batch_keys = self.batch_keys or other.batch_keys
 
 
+# ESPnet2's normalisation layers that read collect_stats' output (feats, pitch, energy: TTS and SVS).
+NORMALIZE_LAYERS = ("normalize", "pitch_normalize", "energy_normalize")
+
+
+def uses_collected_stats(model_cfg: Any) -> bool:
+    """Whether a task model's config has a ``global_mvn`` layer, whose statistics this stage writes."""
+    return any(str((model_cfg or {}).get(key)) == "global_mvn" for key in NORMALIZE_LAYERS)
+
+
 def model_config_for_stats(model_cfg: Any) -> dict[str, Any]:
     """A copy of the model's config (ESPnet2 args or a ``model:`` block) with global normalisation off.
 
-    The ``normalize_conf.stats_file`` that global_mvn would load is what this stage writes, and
-    ``collect_feats`` never normalises anyway. A copy, because upstream ESPnet3 edits the config in
-    place and the following train stage then builds a model without normalisation.
+    The ``<layer>_conf.stats_file`` that each global_mvn layer would load is what this stage writes,
+    and ``collect_feats`` never normalises anyway. A copy, because upstream ESPnet3 edits the config
+    in place and the following train stage then builds a model without normalisation.
     """
     model_cfg = copy.deepcopy(plain_mapping(model_cfg, "model"))
-    if model_cfg.get("normalize") is not None:
-        model_cfg["normalize"] = None
-        model_cfg.pop("normalize_conf", None)
+    for key in NORMALIZE_LAYERS:
+        if model_cfg.get(key) is not None:
+            model_cfg[key] = None
+            model_cfg.pop(f"{key}_conf", None)
     return model_cfg
 
 

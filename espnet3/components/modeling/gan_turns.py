@@ -92,7 +92,9 @@ class GANTurns:
         output for the second (``_cache``) and clear it there; with one turn per batch
         (generator- or discriminator-only training) the next batch would reuse a stale output
         whose graph is gone. ESPnet2's trainer always runs both turns and never needs this.
+        Only those models: other modules use the name for caches of their own (JETS's alignment
+        module keeps its beta-binomial priors in a ``_cache`` dict).
         """
         for module in self.model.modules():
-            if getattr(module, "_cache", None) is not None:
+            if hasattr(module, "cache_generator_outputs") and getattr(module, "_cache", None) is not None:
                 module._cache = None
