@@ -47,6 +47,11 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _terminate)
 
 
+def _is_override(word: str) -> bool:
+    """``a.b=1``, ``+a=1``, ``~a``: a config override (Hydra's forms), not a stage name."""
+    return "=" in word or word.startswith(("+", "~"))
+
+
 def parse_args(argv: list[str] | None = None) -> LaunchSpec:
     parser = argparse.ArgumentParser(
         prog="python -m espnet3.launch",
@@ -63,15 +68,23 @@ def parse_args(argv: list[str] | None = None) -> LaunchSpec:
         "machine's CPUs shared among the GPUs, at most 8)",
     )
     parser.add_argument("--address", default=None, help="Ray cluster address (auto, ray://host:10001); default: RAY_ADDRESS or a new local cluster")
-    parser.add_argument("--stages", nargs="+", choices=[*STAGES, *STAGE_ALIASES], default=None,
-                        help="default: collect_stats (when normalize is global_mvn), train, infer and measure "
-                        "(when data.test is set); evaluate = infer measure")
+    parser.add_argument("--stages", nargs="+", default=None, metavar="STAGE",
+                        help=f"any of {', '.join([*STAGES, *STAGE_ALIASES])}; default: collect_stats (when a "
+                        "global_mvn layer needs statistics), train, infer and measure (when data.test is set); "
+                        "evaluate = infer measure")
     parser.add_argument("--resume", action="store_true", help="continue the run already in exp_dir (with --sweep: the sweep in output_dir)")
     parser.add_argument("--dry-run", action="store_true", help="validate the config and print the plan; start nothing")
     parser.add_argument("--verbose", action="store_true",
                         help="show Python tracebacks of configuration and training errors (also ESPNET3_DEBUG=1)")
-    parser.add_argument("overrides", nargs="*", help="config overrides: a.b=value, +new.key=value")
-    args = parser.parse_args(argv)
+    parser.add_argument("overrides", nargs="*", help="config overrides: a.b=value, +new.key=value (anywhere)")
+    args = parser.parse_intermixed_args(argv)
+    # `--stages train exp_dir=/x`: nargs="+" takes the overrides after the stages too.
+    stages = [s for s in args.stages or [] if not _is_override(s)]
+    args.overrides = [*(s for s in args.stages or [] if _is_override(s)), *args.overrides]
+    for stage in stages:
+        if stage not in (*STAGES, *STAGE_ALIASES):
+            parser.error(f"argument --stages: invalid choice: {stage!r} (choose from {', '.join([*STAGES, *STAGE_ALIASES])})")
+    args.stages = stages
     try:
         return LaunchSpec(
             config=args.config,

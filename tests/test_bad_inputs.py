@@ -125,6 +125,10 @@ CONFIG_CASES = {
                                      [r"in `dataloader.gpu`", r"`dataloader.batch_bins`"]),
     "inference option typo": (lambda c: c.update(inference={"beam_sise": 3}),
                               [r"`inference.beam_sise`", r"did you mean `inference.beam_size`"]),
+    "inference beam of zero": (lambda c: c.update(inference={"beam_size": 0}),
+                               [r"`inference.beam_size`", r"an integer >= 1, got 0"]),
+    "inference ctc weight out of range": (lambda c: c.update(inference={"ctc_weight": 1.5}),
+                                          [r"`inference.ctc_weight`", r"in \[0.0, 1.0\]"]),
     "inference decoder typo": (lambda c: c.update(inference={"decoder": "greedy"}),
                                [r"`inference.decoder`", "greedy_ctc"]),
     "metric without _target_": (lambda c: c.update(metrics=[{"name": "cer"}]), [r"`metrics`", r"_target_"]),
@@ -188,6 +192,12 @@ def _duplicate(d):
         f.write(_lines(d["train"] / "text")[0])
 
 
+def _latin1_text(d):
+    lines = (d["train"] / "text").read_text().splitlines()
+    lines[2] = lines[2].split()[0] + " caf\xe9"
+    (d["train"] / "text").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+
+
 def _empty_audio(d):
     path = sorted((d["train"] / "wav").glob("*.wav"))[1]
     soundfile.write(str(path), np.zeros(0, dtype=np.int16), 16000)
@@ -199,6 +209,7 @@ def _missing_dir(d):
 
 DATA_CASES = {
     "line without a path": (_break_wav_line, [r"wav\.scp:2:", r"has no value"]),
+    "text not in UTF-8": (_latin1_text, [r"train/text:3: not UTF-8", r"iconv"]),
     "missing audio file": (_missing_audio, [r"wav\.scp:\d+:", r"does not exist"]),
     "corrupt audio file": (_corrupt_audio, [r"wav\.scp:3:", r"cannot read audio file"]),
     "utterance ids differ between files": (_ids_differ, [r"valid/wav\.scp:4: utterance 'dv0003' has no line in \S*valid/text"]),

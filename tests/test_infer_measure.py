@@ -63,6 +63,15 @@ def test_beam_search_passes_its_options_to_speech2text(exported, tmp_path):
         ASRInference.check_options({"beam_sise": 3})
 
 
+def test_a_beam_wider_than_the_vocabulary_is_clipped_with_a_warning(exported, tmp_path):
+    plan, model = exported
+    vocabulary = len(plan.token_streams[0].token_list.read_text().split())
+    spec = InferenceSpec.from_config({"beam_size": 500, "shard_size": 10})
+    with pytest.warns(UserWarning, match=rf"beam_size 500 is wider than the {vocabulary}-token vocabulary"):
+        out = infer(plan, ASRInference, model, spec, tmp_path, splits=["test"])["test"]
+    assert len(_lines(out / "text")) == 10
+
+
 def test_an_interrupted_infer_resumes_with_only_the_missing_shards(exported, tmp_path, monkeypatch, capsys):
     plan, model = exported
     spec = InferenceSpec.from_config({"decoder": "greedy_ctc", "shard_size": 2})

@@ -165,3 +165,18 @@ def test_a_dead_clusters_pointer_file_is_removed_and_not_joined(tmp_path, monkey
     monkeypatch.setattr(ray._private.utils, "get_ray_address_file", lambda temp_dir=None: str(pointer))
     assert running_local_cluster() is None
     assert not pointer.exists()
+
+
+def test_overrides_are_accepted_after_stages_and_between_options(tmp_path):
+    spec = launch.parse_args(["--config", str(TINY), "--stages", "train", f"exp_dir={tmp_path}/x", "~data.digits",
+                              "--num-gpus", "0", "seed=3", "--num-workers", "1", "+trainer.foo=1"])
+    assert spec.stages == ["train"]
+    assert spec.overrides == [f"exp_dir={tmp_path}/x", "~data.digits", "seed=3", "+trainer.foo=1"]
+    assert spec.num_workers == 1
+
+
+def test_an_unknown_stage_is_still_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        launch.parse_args(["--config", str(TINY), "--stages", "train", "evalute"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'evalute'" in capsys.readouterr().err

@@ -286,3 +286,26 @@ def test_gan_resume_restores_counters_and_update_steps(tmp_path):
         "generator": {"accum_counter": 0, "windows": 6, "update_step": 6},
         "discriminator": {"accum_counter": 0, "windows": 3, "update_step": 3},
     }
+
+
+def test_training_and_validation_steps_without_a_trainer_keep_upstreams_contract():
+    """Upstream ESPnet3's unit tests (and users') call the steps on a module attached to no Trainer."""
+    from espnet3.components.modeling.nan_guard import NaNLimitError
+
+    module = ESPnetLightningModule(Regressor(), {**ADAM, "max_nan_batches": 3})
+    good, bad = regression_batches(1, seed=0)[0], regression_batches(1, seed=0, poison_at={0})[0]
+    loss = module.training_step(good, 0)
+    assert isinstance(loss, torch.Tensor) and loss.requires_grad and torch.isfinite(loss)
+    assert module.training_step(bad, 1) is None
+    assert module.training_step(good, 2) is not None  # a good batch resets the consecutive count
+    assert torch.isfinite(module.validation_step(good, 0)) and module.validation_step(bad, 1) is None
+    with pytest.raises(NaNLimitError):
+        for i in range(3):
+            assert module.training_step(bad, 3 + i) is None
+    assert module.nan_guard.total_skips == 4
+
+
+def test_multi_optimizer_training_step_without_a_trainer_returns_its_steps():
+    module = ESPnetLightningModule(GAN(), gan_config())
+    steps = module.training_step(gan_batches([0], seed=0)[0], 0)
+    assert {step.name for step in steps} == {"generator", "discriminator"}

@@ -31,6 +31,24 @@ EXPECTED = {
 
 def read_table(path: Path, expected: str, allow_empty_value: bool) -> tuple[dict[str, str], dict[str, int]]:
     """``<key> <value>`` lines -> (key -> value, key -> 1-based line number); bad lines raise ``DataError``."""
+    try:
+        return _read_table(path, expected, allow_empty_value)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}:{_undecodable_line(path)}: not UTF-8 ({err.reason} at byte {err.object[err.start]:#04x}); "
+                        "ESPnet2 reads data files as UTF-8: convert it, e.g. iconv -f latin1 -t utf-8") from None
+
+
+def _undecodable_line(path: Path) -> int:
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return lineno
+    return 1
+
+
+def _read_table(path: Path, expected: str, allow_empty_value: bool) -> tuple[dict[str, str], dict[str, int]]:
     values: dict[str, str] = {}
     lines: dict[str, int] = {}
     try:

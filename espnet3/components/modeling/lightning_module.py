@@ -161,6 +161,8 @@ class ESPnetLightningModule(L.LightningModule):
         self._stepped = False
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        if self._trainer is None:
+            return self._standalone_step(batch)
         if self.turns is not None:
             return self._train_turns(self._unpack(batch))
         out = self._forward(batch, training=True)
@@ -179,6 +181,27 @@ class ESPnetLightningModule(L.LightningModule):
             return self._zero_loss()
         self._log_stats("train", out)
         return out.loss
+
+    def _standalone_step(self, batch: Any) -> torch.Tensor | list | None:
+        """``training_step`` outside a Trainer, as upstream ESPnet3's unit tests and users call it.
+
+        Returns the loss (the ``OptimizationStep`` list of a multi-optimizer model, every turn's for
+        a GAN), or ``None`` for a non-finite one, which counts towards ``max_nan_batches`` as in
+        training. Nothing is logged or stepped: there is no Trainer to log to or to step with; the
+        one-sync-per-step path (the decision after the backward) needs the Trainer's optimizer_step.
+        """
+        if self.turns is not None:
+            outs = [self.turns.turn(self._unpack(batch), name) for name in self.turns.order]
+            self.turns.end_batch()
+            losses = [step for o in outs for step in o.losses]
+            bad = self.nan_guard.decide([step.loss for step in losses])
+            return None if bad is BatchDecision.SKIP else losses
+        out = self._forward(batch, training=True)
+        if self.router is not None:
+            self.router.check_names(out.losses)
+        if self.nan_guard.decide(out.all_losses()) is BatchDecision.SKIP:
+            return None
+        return out.loss if self.router is None else list(out.losses)
 
     def _record(self, decision: BatchDecision) -> None:
         self._skip_batch = decision is BatchDecision.SKIP
@@ -311,7 +334,9 @@ class ESPnetLightningModule(L.LightningModule):
             scheduler.step(self.trainer.callback_metrics[spec.monitor])
 
     # -------------------------------------------------------------- validation
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        """Log ``valid/*`` (synced across ranks); returns the loss, or ``None`` for a non-finite
+        batch (left out of the averages), also when called without a Trainer."""
         if self.turns is not None:  # every turn, as ESPnet2's GAN trainer validates
             outs = [self.turns.turn(self._unpack(batch), name) for name in self.turns.order]
             self.turns.end_batch()
@@ -331,8 +356,10 @@ class ESPnetLightningModule(L.LightningModule):
             if not self._warned_valid_nan:
                 self._warned_valid_nan = True
                 warnings.warn(f"Validation batch {batch_idx} has a non-finite loss; it is left out of valid/*.")
-            return
-        self._log_stats("valid", out)
+            return None
+        if self._trainer is not None:
+            self._log_stats("valid", out)
+        return out.loss if out.loss is not None else torch.stack([s.loss.reshape(()) for s in out.losses]).sum()
 
     # -------------------------------------------------------------- optimizers
     def configure_optimizers(self) -> Any:

@@ -17,6 +17,7 @@ import torch
 from espnet3.systems.base.inference import Item
 from espnet3.systems.base.nbest import NBestInference
 from espnet3.utils.espnet2_imports import import_espnet2
+from espnet3.utils.instantiate import import_dotted
 
 DECODERS = ("beam_search", "greedy_ctc")
 BLANK_ID = 0
@@ -49,7 +50,28 @@ class ASRInference(NBestInference):
         if self.decoder_type == "greedy_ctc":
             self._build_greedy()
             return None
+        self._clip_beam()
         return super().build_decoder()
+
+    def _clip_beam(self) -> None:
+        """A beam wider than the vocabulary cannot be filled (ESPnet2's beam search fails in topk with
+        "selected index k out of range"): decode with a beam of the vocabulary's size, and say so."""
+        import inspect
+        import warnings
+
+        import yaml
+
+        with open(self.model.train_config, encoding="utf-8") as f:
+            token_list = yaml.safe_load(f).get("token_list")
+        if isinstance(token_list, str):
+            with open(token_list, encoding="utf-8") as f:
+                token_list = [line for line in f.read().splitlines() if line]
+        default = inspect.signature(import_dotted(self.espnet2_class)).parameters["beam_size"].default
+        beam = self.options.get("beam_size", default)
+        if token_list and beam > len(token_list):
+            warnings.warn(f"inference.beam_size {beam} is wider than the {len(token_list)}-token vocabulary: "
+                          f"decoding with beam_size {len(token_list)}", stacklevel=2)
+            self.options = {**self.options, "beam_size": len(token_list)}
 
     def _build_greedy(self) -> None:
         task = import_espnet2("espnet2.tasks.asr").ASRTask

@@ -25,6 +25,13 @@ Item = tuple[str, dict[str, np.ndarray]]
 OUTPUT_KINDS = ("text", "wav", "npy")
 
 
+# ESPnet2 decoding options with a valid range (checked before Ray, instead of failing after training).
+OPTION_RANGES: dict[str, tuple[int | float, int | float | None]] = {
+    "beam_size": (1, None), "nbest": (1, None), "batch_size": (1, None),
+    "ctc_weight": (0.0, 1.0), "lm_weight": (0.0, None), "ngram_weight": (0.0, None),
+}
+
+
 @dataclass(frozen=True)
 class Output:
     """One output an inference produces per utterance, written as ``<infer dir>/<split>/<name>``.
@@ -101,6 +108,16 @@ class Inference(ABC):
                     f"`inference.{key}` is not an option of {cls.espnet2_class or cls.__name__}{hint}; "
                     f"valid: {', '.join(valid)}"
                 )
+        for key, (low, high) in OPTION_RANGES.items():
+            value = options.get(key)
+            if value is None:
+                continue
+            integer = isinstance(low, int)
+            ok = (isinstance(value, int) if integer else isinstance(value, (int, float))) and not isinstance(value, bool)
+            if not ok or value < low or (high is not None and value > high):
+                bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+                raise ValueError(f"`inference.{key}` must be {'an integer' if integer else 'a number'} {bound}, "
+                                 f"got {value!r}")
 
     def class_options(self) -> dict[str, Any]:
         """The options passed on to the ESPnet2 class."""
