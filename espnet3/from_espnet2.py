@@ -142,7 +142,7 @@ def convert(espnet2: Mapping[str, Any], task: str = "asr1", recipe_args: str | M
     task_cls = resolve_task(task)
     script = recipe_scripts.script_for(task) if isinstance(task, str) else None
     options = recipe_scripts.parse_recipe_args(recipe_args) if isinstance(recipe_args, str) else dict(recipe_args)
-    espnet2 = _apply_script_args(espnet2, options, script)
+    espnet2 = _apply_script_args(espnet2, options)
     defaults = default_config(task_cls)
     network = set(model_keys(task_cls))
     preprocess = set(preprocess_keys(task_cls))
@@ -177,9 +177,9 @@ def convert(espnet2: Mapping[str, Any], task: str = "asr1", recipe_args: str | M
         out["seed"] = rest.pop("seed")
 
     _convert_tokenizer(rest, data, conv)
-    rest_chunks = {k: rest.pop(k) for k in ("iterator_type", "chunk_length") if k in rest and script is not None
-                   and script.gan_params == "codec"}
     preprocessor = _convert_preprocessing(rest, preprocess, defaults)
+    if script is not None and script.chunk_preprocessor:
+        _convert_chunks(rest, model, preprocessor, script.chunk_preprocessor, conv)
     if gan:
         _convert_gan_optimizers(rest, out, script, conv)
     else:
@@ -199,14 +199,12 @@ def convert(espnet2: Mapping[str, Any], task: str = "asr1", recipe_args: str | M
     streams = _script_streams(script, model, options)
     _apply_run_sh_options(options, script, blocks, conv)
     _fill_script_files(model, preprocessor, network, preprocess, defaults)
-    if script is not None and script.gan_params == "codec":
-        _convert_codec_chunks(rest_chunks, model, out, conv)
     _fill_data(data, streams, task)
     _fill_fold_length(dataloader, streams, conv)
     _fill_normalization(model, network, defaults, script, conv)
     out["model"] = model
     out["data"] = data
-    if preprocessor and "preprocessor" not in out:
+    if preprocessor:
         out["preprocessor"] = preprocessor
     if dataloader:
         out["dataloader"] = dataloader
@@ -217,8 +215,7 @@ def convert(espnet2: Mapping[str, Any], task: str = "asr1", recipe_args: str | M
     return conv
 
 
-def _apply_script_args(espnet2: Mapping[str, Any], options: dict[str, str], script: RecipeScript | None
-                       ) -> dict[str, Any]:
+def _apply_script_args(espnet2: Mapping[str, Any], options: dict[str, str]) -> dict[str, Any]:
     """``--<family>_args "--max_epoch 10 --optim_conf lr=0.001"``: ESPnet2 options over the config file.
 
     The scripts append ``*_args`` after ``--config``, so they win, as here. Consumed from ``options``.
@@ -259,7 +256,6 @@ def _script_streams(script: RecipeScript | None, model: Mapping[str, Any], optio
 # Files the scripts write and pass on the command line, and where espnet3 writes (or reads) them.
 SCRIPT_MODEL_FILES = {"spk2utt": "data/train/spk2utt", "lang2utt": "data/train/lang2utt"}
 SOURCE_TOKEN_LIST = "${exp_dir}/src_tokens.txt"
-CODEC_CHUNKS = "espnet3.systems.codec.preprocess.AudioChunks"
 SOURCE_BPE_MODEL = "${exp_dir}/src_bpe.model"
 
 
@@ -277,10 +273,11 @@ def _fill_script_files(model: dict[str, Any], preprocessor: dict[str, Any], netw
             preprocessor["src_bpemodel"] = SOURCE_BPE_MODEL
 
 
-def _convert_codec_chunks(chunks: Mapping[str, Any], model: Mapping[str, Any], out: dict[str, Any],
-                          conv: Conversion) -> None:
-    """codec.sh trains on fixed-length chunks (``iterator_type: chunk``): espnet3's AudioChunks, whose
-    length is a multiple of the codec's hop (the product of its encoder ratios)."""
+def _convert_chunks(rest: dict[str, Any], model: Mapping[str, Any], preprocessor: dict[str, Any], target: str,
+                    conv: Conversion) -> None:
+    """codec.sh trains on fixed-length chunks (``iterator_type: chunk``): espnet3's chunking preprocessor,
+    whose length is a multiple of the codec's hop (the product of its encoder ratios)."""
+    chunks = {k: rest.pop(k) for k in ("iterator_type", "chunk_length") if k in rest}
     if chunks.get("iterator_type") != "chunk" or not chunks.get("chunk_length"):
         conv.unmapped.update({k: f"{v!r} -> only `iterator_type: chunk` with chunk_length maps" for k, v in chunks.items()})
         return
@@ -288,8 +285,9 @@ def _convert_codec_chunks(chunks: Mapping[str, Any], model: Mapping[str, Any], o
     ratios = params.get("encdec_ratios") or params.get("ratios") or [8, 5, 4, 2]
     hop = math.prod(int(r) for r in ratios)
     length = int(chunks["chunk_length"]) // hop * hop
-    out["preprocessor"] = {"_target_": CODEC_CHUNKS, "chunk_length": length, "hop_length": hop}
-    conv.notes.append(f"iterator_type chunk: {length}-sample chunks ({CODEC_CHUNKS}, hop {hop})")
+    preprocessor.clear()  # a _target_ preprocessor takes no ESPnet2 preprocessing options
+    preprocessor.update({"_target_": target, "chunk_length": length, "hop_length": hop})
+    conv.notes.append(f"iterator_type chunk: {length}-sample chunks ({target}, hop {hop})")
 
 
 def _fill_data(data: dict[str, Any], streams: list[recipe_scripts.Stream], task: str) -> None:
@@ -386,7 +384,9 @@ def _apply_run_sh_options(options: Mapping[str, str], script: RecipeScript | Non
         block, *path = target.split(".")
         node = blocks[block]
         for part in path[:-1]:
-            node = node.setdefault(part, {}) if isinstance(node.get(part), dict) or part not in node else node[part]
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
         node[path[-1]] = parsed
     if ignored:
         conv.notes.append(f"run.sh options that do not change training (data preparation, inference): "
@@ -483,8 +483,6 @@ def _convert_gan_optimizers(rest: dict[str, Any], out: dict[str, Any], script: R
             schedulers[name] = {"scheduler": single["scheduler"], "interval": single["scheduler_interval"]}
             if "scheduler_monitor" in single:
                 schedulers[name]["monitor"] = single["scheduler_monitor"]
-    for key in [k for k in conv.unmapped if k in ("optim", "optim_conf", "scheduler", "scheduler_conf")]:
-        conv.unmapped[key] = conv.unmapped[key] + " (GAN: generator or discriminator)"
     order = ["generator", "discriminator"] if generator_first else ["discriminator", "generator"]
     out["optimizer"] = out["scheduler"] = None
     out["optimizers"] = {name: optimizers[name] for name in order}

@@ -12,6 +12,7 @@ Only facts of the scripts live here; how they become train.yaml keys is the conv
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class RecipeScript:
             marks options that only steer data preparation, inference or scoring.
         gan_params: for GAN tasks, the model attribute holding ``generator`` and ``discriminator``
             (what the task's ``build_optimizers`` hands to ``optim`` and ``optim2``).
+        chunk_preprocessor: the espnet3 preprocessor that does what the script's ``iterator_type:
+            chunk`` does (fixed-length training chunks).
     """
 
     name: str
@@ -58,6 +61,7 @@ class RecipeScript:
     feats_normalize: str | None = None
     options: Mapping[str, str | None] = field(default_factory=dict)
     gan_params: str | None = None
+    chunk_preprocessor: str | None = None
 
 
 def _audio(file: str, name: str, fold: int = 80000) -> Stream:
@@ -125,8 +129,7 @@ SCRIPTS: dict[str, RecipeScript] = {
     "asr1": ASR,
     "s2t1": ASR,
     "tts1": TTS_SCRIPT,
-    "gan_tts": RecipeScript(TTS_SCRIPT.name, TTS_SCRIPT.streams, TTS_SCRIPT.feats_normalize, TTS_SCRIPT.options,
-                            gan_params="tts"),
+    "gan_tts": dataclasses.replace(TTS_SCRIPT, gan_params="tts"),
     "enh1": RecipeScript("enh.sh", (_audio("wav.scp", "speech_mix"), _audio("spk1.scp", "speech_ref1")), None,
                          {"fs": "preprocessor.sample_rate", "ref_num": "ref_num", "feats_type": "feats_type"}),
     "spk1": RecipeScript("spk.sh", (_audio("wav.scp", "speech", 120000), _text("utt2spk", "spk_labels", 1)), None,
@@ -144,7 +147,8 @@ SCRIPTS: dict[str, RecipeScript] = {
     "cls1": RecipeScript("cls.sh", (_audio("wav.scp", "speech", 160000), _text("text", "label", 1)), "uttmvn",
                          {**FRONTEND_FS, "feats_normalize": "model.normalize"}),
     "codec1": RecipeScript("codec.sh", (_audio("wav.scp", "audio", 256000),), None,
-                           {"fs": "model.codec_conf.sampling_rate", "feats_type": "feats_type"}, gan_params="codec"),
+                           {"fs": "model.codec_conf.sampling_rate", "feats_type": "feats_type"}, gan_params="codec",
+                           chunk_preprocessor="espnet3.systems.codec.preprocess.AudioChunks"),
     "svs1": RecipeScript("svs.sh", (_text("text", "text"), _audio("wav.scp", "singing"),
                                     Stream("score.scp", "score", "score", 150), Stream("label", "label", "duration", 150)),
                          "global_mvn", {**COMMON, **TTS}),

@@ -182,6 +182,18 @@ class ESPnetLightningModule(L.LightningModule):
         self._log_stats("train", out)
         return out.loss
 
+    def _every_turn(self, batch: Any) -> ForwardOutput:
+        """Every GAN turn's forward on ``batch``, without updates between them (as ESPnet2's GAN
+        trainer validates), merged into one output."""
+        outs = [self.turns.turn(self._unpack(batch), name) for name in self.turns.order]
+        self.turns.end_batch()
+        return ForwardOutput(
+            loss=None,
+            losses=[step for o in outs for step in o.losses],
+            stats={k: v for o in outs for k, v in o.stats.items()},
+            weight=outs[0].weight,
+        )
+
     def _standalone_step(self, batch: Any) -> torch.Tensor | list | None:
         """``training_step`` outside a Trainer, as upstream ESPnet3's unit tests and users call it.
 
@@ -191,9 +203,7 @@ class ESPnetLightningModule(L.LightningModule):
         one-sync-per-step path (the decision after the backward) needs the Trainer's optimizer_step.
         """
         if self.turns is not None:
-            outs = [self.turns.turn(self._unpack(batch), name) for name in self.turns.order]
-            self.turns.end_batch()
-            losses = [step for o in outs for step in o.losses]
+            losses = self._every_turn(batch).losses
             bad = self.nan_guard.decide([step.loss for step in losses])
             return None if bad is BatchDecision.SKIP else losses
         out = self._forward(batch, training=True)
@@ -337,17 +347,7 @@ class ESPnetLightningModule(L.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         """Log ``valid/*`` (synced across ranks); returns the loss, or ``None`` for a non-finite
         batch (left out of the averages), also when called without a Trainer."""
-        if self.turns is not None:  # every turn, as ESPnet2's GAN trainer validates
-            outs = [self.turns.turn(self._unpack(batch), name) for name in self.turns.order]
-            self.turns.end_batch()
-            out = ForwardOutput(
-                loss=None,
-                losses=[step for o in outs for step in o.losses],
-                stats={k: v for o in outs for k, v in o.stats.items()},
-                weight=outs[0].weight,
-            )
-        else:
-            out = self._forward(batch, training=False)
+        out = self._every_turn(batch) if self.turns is not None else self._forward(batch, training=False)
         # Validation logs are synced across ranks, so every rank must log the same
         # keys: decide jointly. Invalid validation batches never count towards
         # max_nan_batches (upstream shares one counter and can fail a healthy run).
