@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import yaml
 from espnet3.data.preprocess import PreprocessSpec
-from espnet3.utils.atomic import atomic_save, atomic_write
+from espnet3.storage import atomic_save, atomic_write
 
 # The Lightning module keeps the ESPnet model as its attribute `model`.
 LIGHTNING_MODEL_PREFIX = "model."

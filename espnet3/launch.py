@@ -104,12 +104,13 @@ def parse_args(argv: list[str] | None = None) -> LaunchSpec:
 
 
 def check_run_dir(cfg: DictConfig, spec: LaunchSpec) -> None:
+    from espnet3 import storage
     from espnet3.orchestration.provenance import RUN_FILE
 
-    run_file = Path(cfg.exp_dir) / RUN_FILE
-    if "train" in spec.stages and run_file.exists() and not spec.resume:
+    run_file = storage.home(Path(cfg.exp_dir) / RUN_FILE)
+    if "train" in spec.stages and not spec.resume and storage.exists(run_file):
         raise FileExistsError(
-            f"{cfg.exp_dir} already holds a run (see {run_file}). Ray Train would silently resume it: "
+            f"{storage.home(cfg.exp_dir)} already holds a run (see {run_file}). Ray Train would silently resume it: "
             "pass --resume to continue it, or start a new one with `name=<new name>` (or `exp_dir=...`)."
         )
 
@@ -152,11 +153,12 @@ def preflight(spec: LaunchSpec) -> DictConfig:
     from espnet3.config.gpu_batches import apply_gpu_batches
     from espnet3.config.loader import load_config
     from espnet3.config.preflight import check_config
-    from espnet3.orchestration.preparation import absolutize, default_stages
+    from espnet3.orchestration.preparation import absolutize, default_stages, localize
     from espnet3.utils.task_utils import config_code_dir, make_importable
 
     cfg = load_config(spec.config, spec.overrides)
     absolutize(cfg)
+    localize(cfg, spec.config)
     for note in apply_gpu_batches(cfg, spec.use_gpu, spec.config):
         print(f"[espnet3] GPU batches: {note}", flush=True)
     spec.stages = spec.stages or default_stages(cfg)
@@ -194,15 +196,15 @@ def default_model(cfg: DictConfig) -> Path:
 
 
 def run(spec: LaunchSpec, cfg: DictConfig) -> int:
-    from espnet3.config.loader import save_config
-    from espnet3.config.preflight import check_trainable
-    from espnet3.orchestration.preparation import prepare_data, splits_for, stats_model
-    from espnet3.utils.task_utils import build_model, config_code_dir, recipe_code
+    from espnet3.orchestration.preparation import fetch_run_files
+    from espnet3.utils.task_utils import config_code_dir
+
+    from espnet3 import storage
 
     config_dir = config_code_dir(spec.config)
     print(
         f"[espnet3] {cfg.name}: stages {' '.join(spec.stages)}; {spec.world_size} "
-        f"{'GPU' if spec.use_gpu else 'CPU'} worker(s); exp_dir {cfg.exp_dir}",
+        f"{'GPU' if spec.use_gpu else 'CPU'} worker(s); exp_dir {storage.home(cfg.exp_dir)}",
         flush=True,
     )
     if spec.dry_run:
@@ -210,6 +212,23 @@ def run(spec: LaunchSpec, cfg: DictConfig) -> int:
         return 0
 
     exp_dir = Path(cfg.exp_dir)
+    fetch_run_files(cfg, fresh="train" in spec.stages and not spec.resume)
+    try:
+        return _run_stages(spec, cfg, config_dir, exp_dir)
+    finally:
+        from espnet3.orchestration.console import DRIVER_LOG, LOG_DIR
+
+        if (exp_dir / LOG_DIR / DRIVER_LOG).is_file():
+            storage.push(exp_dir / LOG_DIR / DRIVER_LOG)
+
+
+def _run_stages(spec: LaunchSpec, cfg: DictConfig, config_dir: Path, exp_dir: Path) -> int:
+    from espnet3 import storage
+    from espnet3.config.loader import save_config
+    from espnet3.config.preflight import check_trainable
+    from espnet3.orchestration.preparation import prepare_data, splits_for, stats_model
+    from espnet3.utils.task_utils import build_model, recipe_code
+
     plan = prepare_data(cfg, spec.stages)
     splits = splits_for(cfg, spec.stages)
     # Small splits are measured here, before Ray starts, so that an item that cannot be
@@ -254,8 +273,11 @@ def run(spec: LaunchSpec, cfg: DictConfig) -> int:
 
         evaluation = evaluation_plan(cfg)
         packed = pack(evaluation.model, evaluation.system.packed_as, exp_dir, cfg.name, plan.token_streams)
-        print(f"[espnet3] packed {evaluation.model.model_file.name} -> {packed}", flush=True)
-    print(f"[espnet3] results in {exp_dir} (tensorboard --logdir {exp_dir / 'tensorboard'})", flush=True)
+        print(f"[espnet3] packed {evaluation.model.model_file.name} -> {storage.home(packed)}", flush=True)
+    from espnet3.orchestration.extensions import TENSORBOARD_DIR
+
+    print(f"[espnet3] results in {storage.home(exp_dir)} (tensorboard --logdir "
+          f"{storage.home(exp_dir / TENSORBOARD_DIR)})", flush=True)
     return 0
 
 

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from espnet3.utils.atomic import atomic_save, atomic_write_json
+from espnet3.storage import atomic_save, atomic_write_json
 
 # Each writer signals through `ready` once the new content is partly written, then waits to be killed.
 WRITERS = {
     "metrics.json": """
 import json, os, sys, time
-from espnet3.utils import atomic
+from espnet3 import storage as atomic
 real_fsync = os.fsync
 def stalled_fsync(fd):  # the data is written, the rename not yet done
     real_fsync(fd); open(sys.argv[2], "w").close(); time.sleep(600)
@@ -32,7 +32,7 @@ atomic.atomic_write_json(sys.argv[1], {"cer": 99.0, "padding": "x" * 1_000_000})
 """,
     "model.pth": """
 import sys, time, torch
-from espnet3.utils.atomic import atomic_save
+from espnet3.storage import atomic_save
 def save(tmp):
     with open(tmp, "wb") as f:
         f.write(b"PK" * 500_000)  # the first half of a torch.save

@@ -51,10 +51,21 @@ def save_config(cfg: DictConfig, path: str | Path) -> Path:
     Resolves a copy: resolving the caller's config in place would freeze values such as
     ``exp_dir`` that a later stage still overrides.
     """
-    path = Path(path)
+    from espnet3.storage import atomic_write
+
     copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     OmegaConf.resolve(copy)
-    plain = redact(OmegaConf.to_container(copy, resolve=True))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(plain), path)
-    return path
+    plain = _homes(redact(OmegaConf.to_container(copy, resolve=True)))
+    return atomic_write(path, OmegaConf.to_yaml(OmegaConf.create(plain)))
+
+
+def _homes(value: Any) -> Any:
+    """``value`` with every local copy of a URI written as the URI (:func:`espnet3.storage.home`):
+    the saved config names where the run lives, not one machine's cache."""
+    from espnet3.storage import home
+
+    if isinstance(value, dict):
+        return {k: _homes(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_homes(v) for v in value]
+    return home(value) if isinstance(value, str) and value.startswith("/") else value

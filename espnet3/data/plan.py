@@ -139,6 +139,18 @@ class DataPlan:
         for split in splits:
             self.shapes(split, parallel=parallel, defer_large=defer_large, log=True)
 
+    def pull_files(self) -> None:
+        """Make the run's own data files (shape files, statistics, token lists) present on this node
+        when they live in object storage (:mod:`espnet3.storage`): a worker on a node that the
+        launcher never wrote to has none of them."""
+        from espnet3 import storage
+
+        storage.pull_tree(self.stats_dir, skip=lambda relative: relative.startswith("logs/"))
+        for stream in self.token_streams:
+            for path in (stream.token_list, stream.bpemodel):
+                if path is not None:
+                    storage.pull(path)
+
     def with_stats_dir(self, stats_dir: Path) -> DataPlan:
         return replace(self, stats_dir=Path(stats_dir))
 

@@ -28,7 +28,7 @@ from espnet3.data.dataset import build_dataset, dataset_keys
 from espnet3.data.errors import DataError
 from espnet3.data.preprocess import PreprocessSpec
 from espnet3.data.sources import SplitSource
-from espnet3.utils.atomic import atomic_write, atomic_write_json
+from espnet3.storage import atomic_write, atomic_write_json
 
 MANIFEST = "shapes.json"
 FORMAT_VERSION = 1

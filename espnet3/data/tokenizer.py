@@ -19,7 +19,7 @@ import numpy as np
 from espnet3.data.checks import read_texts
 from espnet3.data.errors import DataError
 from espnet3.data.sources import SplitSource
-from espnet3.utils.atomic import atomic_write
+from espnet3.storage import atomic_write
 from espnet3.utils.espnet2_imports import import_espnet2
 
 BLANK, UNK, SOS_EOS = "<blank>", "<unk>", "<sos/eos>"

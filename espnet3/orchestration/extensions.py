@@ -13,6 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+# Where the `logging.tensorboard` logger writes, under exp_dir.
+TENSORBOARD_DIR = "tensorboard"
+
 # Callback classes a user may not add, and why: each would break what espnet3 guarantees.
 REFUSED_CALLBACKS = {
     "lightning.pytorch.callbacks.ModelCheckpoint": (
@@ -79,7 +82,7 @@ def shorthand_loggers(logging: Mapping[str, Any], exp_dir: str, name: str) -> tu
     if logging.get("tensorboard", True):
         extensions.append(Extension("logging.tensorboard", {
             "_target_": "lightning.pytorch.loggers.TensorBoardLogger",
-            "save_dir": exp_dir, "name": "tensorboard", "version": "",
+            "save_dir": exp_dir, "name": TENSORBOARD_DIR, "version": "",
         }))
     if logging.get("wandb"):
         extensions.append(Extension("logging.wandb", {

@@ -13,9 +13,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from espnet3.data.plan import DataPlan, build_data_plan
+from espnet3.storage import is_uri
 
 # Keys holding paths that Ray workers (which do not run in the launcher's directory) read.
 PATH_KEYS = ("exp_dir", "stats_dir", "data.token_list", "data.bpemodel", "data.synth.dir")
+# The run's own files, which may live in object storage (the corpus may not, yet).
+RUN_KEYS = PATH_KEYS[:4]
 
 
 def absolutize(cfg: DictConfig) -> None:
@@ -30,7 +33,7 @@ def absolutize(cfg: DictConfig) -> None:
         value = raw
         for part in key.split("."):
             value = value.get(part) if isinstance(value, dict) else None
-        if node is None or (isinstance(value, str) and value.startswith("${")):
+        if node is None or is_uri(node) or (isinstance(value, str) and value.startswith("${")):
             continue
         OmegaConf.update(cfg, key, str(Path(node).resolve()))
     data = raw.get("data") or {}
@@ -43,7 +46,7 @@ def absolutize(cfg: DictConfig) -> None:
 
 def _absolute_source(source):
     """A split's data with absolute paths: a directory, or the path of every [path, name, type] triple."""
-    if isinstance(source, str) and not source.startswith("${"):
+    if isinstance(source, str) and not source.startswith("${") and not is_uri(source):
         return str(Path(source).resolve())
     if isinstance(source, list):
         fixed = []
@@ -54,6 +57,69 @@ def _absolute_source(source):
             fixed.append(parts)
         return fixed
     return source
+
+
+def localize(cfg: DictConfig, source: Path | None) -> list[str]:
+    """Replace every path key that is a URI by its local copy (:mod:`espnet3.storage`); returns the URIs.
+
+    Each bucket is written to once first, so a missing bucket, missing credentials or a dead
+    endpoint is a configuration error now, not a failure after training. Keys derived by
+    interpolation (``stats_dir: ${exp_dir}/stats``) follow the key they start from.
+    """
+    from espnet3 import storage
+    from espnet3.config.errors import ConfigError
+
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    uris, checked = [], {}
+    for key in RUN_KEYS:
+        value = raw
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if not is_uri(value):
+            continue
+        problem = checked.setdefault(value, storage.check_reachable(value))
+        if problem is not None:
+            raise ConfigError(key, source, problem, None)
+        OmegaConf.update(cfg, key, storage.localize(value))
+        uris.append(value)
+    data = raw.get("data") or {}
+    sources = {split: data.get(split) for split in ("train", "valid")} | {
+        f"test.{name}": s for name, s in (data.get("test") or {}).items()} | {"synth.dir": (data.get("synth") or {}).get("dir")}
+    for split, value in sources.items():
+        entries = value if isinstance(value, list) else [value]
+        if any(is_uri(e if isinstance(e, str) else (e or [None])[0]) for e in entries):
+            raise ConfigError(
+                f"data.{split}", source, "data in object storage is not read yet (only the run's own files "
+                "are: exp_dir, stats_dir, token_list, bpemodel)", "give a local or shared-filesystem path",
+            )
+    return uris
+
+
+# What the driver never reads back from a run in object storage: Ray's checkpoints (the train
+# stage reads the few it averages), logs, TensorBoard events and packed archives.
+NOT_FETCHED = ("checkpoint_", "logs/", "tensorboard/", "packed/")
+
+
+def fetch_run_files(cfg, fresh: bool) -> None:
+    """Bring the local copies of a run in object storage up to date before the driver reads them.
+
+    ``fresh`` (a new training run): the local copy is emptied first, so that nothing of an older
+    run under the same URI (a token list, statistics) is taken for this one's. A resumed or
+    finished run gets what the bucket has and this machine lacks. Plain paths: nothing to do.
+    """
+    import shutil
+
+    from espnet3 import storage
+
+    exp_dir = Path(cfg["exp_dir"])
+    if storage.uri_of(exp_dir) is not None:
+        if fresh:
+            shutil.rmtree(exp_dir, ignore_errors=True)
+        storage.pull_tree(exp_dir, skip=lambda relative: relative.startswith(NOT_FETCHED))
+    storage.pull_tree(cfg["stats_dir"], skip=lambda relative: relative.startswith("logs/"))
+    for key in ("token_list", "bpemodel"):  # may live outside exp_dir, shared between runs
+        if cfg["data"].get(key):
+            storage.pull(cfg["data"][key])
 
 
 def default_stages(cfg: DictConfig) -> list[str]:

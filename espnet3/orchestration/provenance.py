@@ -11,6 +11,7 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
+from espnet3 import storage
 from espnet3.orchestration.launch_spec import LaunchSpec
 
 RUN_FILE = "run.json"
@@ -46,10 +47,8 @@ def write_run_file(exp_dir: Path, spec: LaunchSpec) -> Path:
         "versions": versions(),
         "launch": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()},
     }
-    path = exp_dir / RUN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = storage.pull(exp_dir / RUN_FILE, refresh=True)
     previous = json.loads(path.read_text()) if path.exists() else None
     if previous is not None:
         record["previous_launches"] = previous.pop("previous_launches", []) + [previous]
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    return path
+    return storage.atomic_write_json(path, record)

@@ -9,38 +9,41 @@ directories are gone.
 
 from __future__ import annotations
 
+import fnmatch
 import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from ray.train import UserCallback
 
+from espnet3 import storage
 from espnet3.orchestration.criteria import METRICS_FILE, BestCriterion, Report, checkpoints_to_keep
 
 CHECKPOINT_GLOB = "checkpoint_*"
 
 
-def read_reports(run_dir: Path) -> list[Report]:
-    """Every checkpoint reported in ``run_dir`` (Ray names them by time, so names sort by age)."""
-    dirs = sorted(d for d in Path(run_dir).glob(CHECKPOINT_GLOB) if (d / METRICS_FILE).is_file())
-    return [Report(d.name, json.loads((d / METRICS_FILE).read_text()), i) for i, d in enumerate(dirs)]
+def read_reports(run_dir: str | Path) -> list[Report]:
+    """Every checkpoint reported in ``run_dir`` (a path or a URI; Ray names them by time, so names sort by age)."""
+    reports = []
+    for name in storage.listdir(run_dir):
+        metrics = storage.join(run_dir, name, METRICS_FILE)
+        if fnmatch.fnmatch(name, CHECKPOINT_GLOB) and storage.is_file(metrics):
+            reports.append(Report(name, json.loads(storage.read_text(metrics)), len(reports)))
+    return reports
 
 
-def prune(run_dir: Path, criteria: Sequence[BestCriterion]) -> list[Path]:
+def prune(run_dir: str | Path, criteria: Sequence[BestCriterion]) -> list[str]:
     """Empty every checkpoint of ``run_dir`` outside :func:`checkpoints_to_keep`; returns the pruned ones."""
-    keep = checkpoints_to_keep(read_reports(run_dir), criteria)
+    reports = read_reports(run_dir)
+    keep = checkpoints_to_keep(reports, criteria)
     pruned = []
-    for report in read_reports(run_dir):
-        directory = Path(run_dir) / report.name
-        files = [f for f in directory.iterdir() if f.name != METRICS_FILE]
+    for report in reports:
+        directory = storage.join(run_dir, report.name)
+        files = [f for f in storage.listdir(directory) if f != METRICS_FILE]
         if report.name in keep or not files:
             continue
-        for path in files:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+        for name in files:
+            storage.delete(storage.join(directory, name))
         pruned.append(directory)
     return pruned
 
@@ -52,10 +55,13 @@ class CheckpointPruner(UserCallback):
     resumed run prunes exactly as an uninterrupted one.
     """
 
-    def __init__(self, run_dir: Path, criteria: Sequence[BestCriterion]) -> None:
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: str | Path, criteria: Sequence[BestCriterion]) -> None:
+        self.run_dir = str(run_dir)
         self.criteria = tuple(criteria)
+        # The controller actor runs wherever Ray puts it, without the launcher's environment.
+        self.storage_env = storage.worker_env()
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
         if checkpoint is not None:
+            storage.use_env(self.storage_env)
             prune(self.run_dir, self.criteria)

@@ -8,7 +8,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from espnet3 import storage
 from espnet3.utils.quiet import silence_library_noise
+from espnet3.orchestration.extensions import TENSORBOARD_DIR
 from espnet3.orchestration.cluster import enter_launch_dir
 from espnet3.orchestration.callbacks import CHECKPOINT_NAME, ConsoleProgress, RayReportCallback
 from espnet3.orchestration.console import WorkerConsole
@@ -22,6 +24,7 @@ RAY_TRAIN_FAILURE_LOGGER = "ray.train.v2._internal.util"
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     silence_library_noise()
     enter_launch_dir()
+    storage.use_env(loop_config.get("storage_env"))
     import ray.train
 
     rank = ray.train.get_context().get_world_rank()
@@ -29,8 +32,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     # Ray Train logs a failed training function's traceback from the worker, which Ray forwards to
     # the driver's console; it belongs in the rank's log, and the driver prints the short reason.
     logging.getLogger(RAY_TRAIN_FAILURE_LOGGER).disabled = True
-    with output_to(rank_log(loop_config["cfg"]["exp_dir"], rank)), warnings_to_console(console.to_driver, rank):
+    cfg = loop_config["cfg"]
+    log = rank_log(cfg["exp_dir"], rank)
+    # A run in object storage: the log (and rank 0's TensorBoard events) are uploaded while training.
+    uploads = [log, *([Path(cfg["exp_dir"], TENSORBOARD_DIR)] if rank == 0 else [])]
+    with storage.uploading(uploads), output_to(log), warnings_to_console(console.to_driver, rank):
         try:
+            loop_config["data_plan"].pull_files()
             _fit(loop_config, console)
         except BaseException:
             traceback.print_exc()

@@ -22,7 +22,7 @@ import torch
 
 from espnet3.data.plan import DataPlan
 from espnet3.data.spec import plain_mapping
-from espnet3.utils.atomic import atomic_save, atomic_write
+from espnet3.storage import atomic_save, atomic_write
 
 ModelFactory = Callable[[dict[str, Any]], torch.nn.Module]
 
@@ -158,13 +158,17 @@ def _shards(batches: list[tuple[str, ...]], num_shards: int) -> list[list[tuple[
     return [batches[k::num_shards] for k in range(num_shards)]
 
 
-def _collect_shard_logged(log_file: Path, *args) -> FeatStats:
+def _collect_shard_logged(storage_env: dict[str, str], log_file: Path, model_factory: ModelFactory, model_cfg: dict[str, Any], plan: DataPlan,
+                          split: str, batches: list[tuple[str, ...]]) -> FeatStats:
     """:func:`collect_shard` in a Ray task, its prints (ESPnet2's model-building notices) kept in
     ``log_file`` instead of being forwarded to the driver's console."""
+    from espnet3 import storage
     from espnet3.orchestration.worker_logs import output_to
 
-    with output_to(log_file):
-        return collect_shard(*args)
+    storage.use_env(storage_env)
+    with storage.uploading([log_file]), output_to(log_file):
+        plan.pull_files()  # the plan's token lists, on a node without the run's files
+        return collect_shard(model_factory, model_cfg, plan, split, batches)
 
 
 def _run_split(
@@ -183,7 +187,9 @@ def _run_split(
     shards = _shards(batches, num_shards)
     remote = ray.remote(num_cpus=num_cpus_per_shard)(_collect_shard_logged)
     logs = Path(plan.stats_dir) / "logs"
-    refs = [remote.remote(logs / f"collect_{split}_{k}.log", model_factory, model_cfg, plan, split, own)
+    from espnet3 import storage
+
+    refs = [remote.remote(storage.worker_env(), logs / f"collect_{split}_{k}.log", model_factory, model_cfg, plan, split, own)
             for k, own in enumerate(shards)]
     index_of = {ref: k for k, ref in enumerate(refs)}
     results: list[FeatStats | None] = [None] * len(refs)

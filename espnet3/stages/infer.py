@@ -25,7 +25,8 @@ import numpy as np
 
 from espnet3.data.plan import DataPlan
 from espnet3.systems.base.inference import Inference, Output, TrainedModel
-from espnet3.utils.atomic import atomic_save, atomic_write, atomic_write_json
+from espnet3 import storage
+from espnet3.storage import atomic_save, atomic_write, atomic_write_json
 
 DONE = "done"
 MANIFEST = "shards.json"  # what the shards were decoded from (see _manifest)
@@ -83,7 +84,8 @@ class InferenceWorker:
     """Runs in a Ray actor (or in-process): one inference object, many shards."""
 
     def __init__(self, inference_cls: type[Inference], model: TrainedModel, options: dict, device: str,
-                 plan: DataPlan, batch_size: int, threads: int = 1, log_file: Path | None = None):
+                 plan: DataPlan, batch_size: int, threads: int = 1, log_file: Path | None = None,
+                 storage_env: dict[str, str] | None = None):
         import torch
 
         from espnet3.orchestration.cluster import enter_launch_dir
@@ -97,6 +99,12 @@ class InferenceWorker:
             self._output.__enter__()
         enter_launch_dir()
         silence_library_noise()
+        storage.use_env(storage_env)
+        self.log_file = log_file
+        # On a node without the run's files (a run in object storage): the model and token lists.
+        plan.pull_files()
+        storage.pull(model.train_config)
+        storage.pull(model.model_file)
         torch.set_num_threads(max(1, threads))
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -114,6 +122,8 @@ class InferenceWorker:
             items = [dataset[key] for key in keys[start : start + self.batch_size]]
             for (utt, _), out in zip(items, self.inference(items)):
                 results.append({"utt_id": utt, **out})
+        if self.log_file is not None:
+            storage.push(self.log_file)
         return results
 
 
@@ -205,6 +215,7 @@ def infer(
                 print(f"[espnet3] infer [{split}]: the model, options or data changed since "
                       f"{split_dir / 'shards'} was written; decoding all shards again", flush=True)
                 shutil.rmtree(split_dir / "shards")
+                storage.delete(storage.home(split_dir / "shards"))  # a resume elsewhere must not find them
             todo = [k for k in shards if not (split_dir / "shards" / str(k) / DONE).is_file()]
             started = time.monotonic()
             print(f"[espnet3] infer [{split}]: {len(keys)} utterances in {num_shards} shards, "
@@ -220,7 +231,8 @@ def infer(
                 if stop_after and written >= stop_after:
                     raise SystemExit(f"{STOP_AFTER_ENV}={stop_after}: stopping after {written} shard(s)")
             _merge(split_dir, inference_cls.outputs, num_shards)
-            print(f"[espnet3] infer [{split}]: done in {time.monotonic() - started:.1f}s -> {split_dir}", flush=True)
+            print(f"[espnet3] infer [{split}]: done in {time.monotonic() - started:.1f}s -> "
+                  f"{storage.home(split_dir)}", flush=True)
             done_dirs[split] = split_dir
     finally:
         for worker in workers:
@@ -264,7 +276,8 @@ def _start_workers(inference_cls, model, spec, plan, num_workers, use_gpu, cpus_
     import ray
 
     actor = ray.remote(InferenceWorker).options(num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0)
-    return [actor.remote(*args, log_file=log_dir / f"worker{i}.log") for i in range(num_workers)]
+    return [actor.remote(*args, log_file=log_dir / f"worker{i}.log", storage_env=storage.worker_env())
+            for i in range(num_workers)]
 
 
 def _decode(workers: list, split: str, shards: dict[int, list[str]]):

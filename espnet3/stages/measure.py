@@ -12,7 +12,7 @@ from typing import Any
 from espnet3.data.checks import read_table
 from espnet3.data.plan import DataPlan
 from espnet3.systems.base.metric import DATASET_PREFIX, Metric
-from espnet3.utils.atomic import atomic_write_json
+from espnet3.storage import atomic_write_json
 
 
 def dataset_file(plan: DataPlan, split: str, name: str) -> Path:

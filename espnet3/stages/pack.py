@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from espnet3.data.tokenizer import TokenStream
+from espnet3.storage import atomic_save
 from espnet3.systems.base.inference import TrainedModel
 
 PACKED_DIR = "packed"
@@ -84,16 +85,14 @@ def pack(
         "python": sys.version,
         **_versions(),
     }
-    out = packed_path(exp_dir, name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".zip.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(META_FILE, yaml.safe_dump(meta, sort_keys=False))
-        archive.writestr(config_member, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-        for member, source in members.items():
-            archive.write(source, member)
-    tmp.replace(out)
-    return out
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(META_FILE, yaml.safe_dump(meta, sort_keys=False))
+            archive.writestr(config_member, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+            for member, source in members.items():
+                archive.write(source, member)
+
+    return atomic_save(packed_path(exp_dir, name), write)
 
 
 def _relocate(value: Any, member_for, key: str = "") -> Any:

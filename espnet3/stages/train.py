@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from espnet3.data.plan import DataPlan
 from espnet3.orchestration.launch_spec import LaunchSpec
 from espnet3.orchestration.train_spec import TrainSpec
-from espnet3.utils.atomic import atomic_write_json
+from espnet3 import storage
+from espnet3.storage import atomic_write_json
 
 WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 COLLECTIVE_TIMEOUT_ENV = "RAY_TRAIN_COLLECTIVE_TIMEOUT_S"
@@ -41,6 +43,10 @@ def build_torch_trainer(
     from espnet3.orchestration.worker import train_loop_per_worker
 
     exp_dir = Path(cfg.exp_dir).resolve()
+    run_home = storage.home(exp_dir)
+    # storage_path/name == exp_dir: Ray's checkpoints live beside espnet3's outputs, in the
+    # bucket when exp_dir is a URI (uploaded by Ray from each worker, through the same filesystem).
+    filesystem, run_path = storage.filesystem(run_home)
     container = OmegaConf.to_container(cfg, resolve=True)
     train = TrainSpec.from_config(container)
     resources = {"CPU": spec.cpus_per_worker, **({"GPU": 1} if spec.use_gpu else {})}
@@ -58,15 +64,16 @@ def build_torch_trainer(
             "use_gpu": spec.use_gpu,
             "cpus_per_worker": spec.cpus_per_worker,
             "console_queue": console_queue,
+            "storage_env": storage.worker_env(),
         },
         torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo", timeout_s=int(cfg.timeouts.collective_s)),
         scaling_config=ScalingConfig(
             num_workers=spec.world_size, use_gpu=spec.use_gpu, resources_per_worker=resources
         ),
         run_config=RunConfig(
-            # storage_path/name == exp_dir: Ray's checkpoints live beside espnet3's outputs.
-            name=exp_dir.name,
-            storage_path=str(exp_dir.parent),
+            name=os.path.basename(run_path),
+            storage_path=os.path.dirname(run_path),
+            storage_filesystem=filesystem if storage.is_uri(run_home) else None,
             failure_config=FailureConfig(max_failures=int(cfg.max_failures)),
             # Ray Train's per-report INFO lines would drown espnet3's progress lines.
             logging_config=LoggingConfig(log_level="WARNING"),
@@ -77,7 +84,7 @@ def build_torch_trainer(
                 checkpoint_score_attribute=train.default_criterion.metric,
                 checkpoint_score_order=train.default_criterion.mode,
             ),
-            callbacks=[CheckpointPruner(exp_dir, train.criteria), *callbacks],
+            callbacks=[CheckpointPruner(run_home, train.criteria), *callbacks],
         ),
     )
 
@@ -87,7 +94,7 @@ def run_train(cfg: DictConfig, spec: LaunchSpec, config_dir: Path, plan: DataPla
 
     exp_dir = Path(cfg.exp_dir).resolve()
     train = TrainSpec.from_config(OmegaConf.to_container(cfg, resolve=True))
-    print(f"[espnet3] worker output -> {exp_dir / LOG_DIR}/rank*.log", flush=True)
+    print(f"[espnet3] worker output -> {storage.home(exp_dir / LOG_DIR)}/rank*.log", flush=True)
     with DriverConsole() as console:
         result = build_torch_trainer(cfg, spec, config_dir, plan, console_queue=console.queue).fit()
     outcome = export_run(exp_dir, train, dict(result.metrics or {}))
@@ -110,9 +117,10 @@ def export_run(exp_dir: Path, train: TrainSpec, metrics: dict) -> TrainOutcome:
     from espnet3.orchestration.callbacks import CHECKPOINT_NAME
     from espnet3.orchestration.pruning import read_reports
 
-    reports = [r for r in read_reports(exp_dir) if (exp_dir / r.name / CHECKPOINT_NAME).is_file()]
+    run_home = storage.home(exp_dir)
+    reports = [r for r in read_reports(run_home) if storage.is_file(storage.join(run_home, r.name, CHECKPOINT_NAME))]
     if not reports:
-        raise RuntimeError(f"No checkpoint was reported in {exp_dir}; did training run a validation?")
+        raise RuntimeError(f"No checkpoint was reported in {run_home}; did training run a validation?")
     weights = "ema" if train.ema is not None and train.ema.exported else "trained"
     averaged, summary = {}, []
     for criterion in train.criteria:
@@ -122,27 +130,37 @@ def export_run(exp_dir: Path, train: TrainSpec, metrics: dict) -> TrainOutcome:
                 f"No checkpoint reported `{criterion.metric}` (best_model_criterion); reported metrics: "
                 f"{sorted(reports[-1].metrics)}. Fix `best_model_criterion` in the train.yaml."
             )
-        path = average_checkpoints([exp_dir / r.name / CHECKPOINT_NAME for r in best],
+        path = average_checkpoints([_checkpoint(exp_dir, r) for r in best],
                                    exp_dir / criterion.averaged_name, weights=weights)
         averaged[criterion.averaged_name] = path
         summary.append({
             "criterion": [criterion.metric, criterion.keep, criterion.mode],
-            "averaged_model": str(path),
-            "checkpoints": [{"path": str(exp_dir / r.name), criterion.metric: r.metrics[criterion.metric],
+            "averaged_model": storage.home(path),
+            "checkpoints": [{"path": storage.join(run_home, r.name), criterion.metric: r.metrics[criterion.metric],
                              "step": r.metrics.get("step")} for r in best],
         })
-        print(f"[espnet3] averaged {len(best)} best checkpoints by {criterion.metric} ({criterion.mode}) -> {path}",
-              flush=True)
-    latest = exp_dir / reports[-1].name / CHECKPOINT_NAME
+        print(f"[espnet3] averaged {len(best)} best checkpoints by {criterion.metric} ({criterion.mode}) -> "
+              f"{storage.home(path)}", flush=True)
+    latest = _checkpoint(exp_dir, reports[-1])
     last = average_checkpoints([latest], exp_dir / "last.pth", weights=weights)
     result = {
         "metrics": metrics,
         "weights": weights,
         "criteria": summary,
         "averaged_model": summary[0]["averaged_model"],
-        "last_model": str(last),
+        "last_model": storage.home(last),
     }
     if train.ema is not None and not train.ema.exported:
-        result["ema_model"] = str(average_checkpoints([latest], exp_dir / EMA_MODEL_FILE, weights="ema"))
+        result["ema_model"] = storage.home(average_checkpoints([latest], exp_dir / EMA_MODEL_FILE, weights="ema"))
     atomic_write_json(exp_dir / "train_result.json", result)
+    if storage.uri_of(exp_dir) is not None:  # the downloaded checkpoints: the bucket keeps them
+        for report in reports:
+            shutil.rmtree(exp_dir / report.name, ignore_errors=True)
     return TrainOutcome(exp_dir=exp_dir, averaged_models=averaged, last_model=last, metrics=metrics)
+
+
+def _checkpoint(exp_dir: Path, report) -> Path:
+    """A reported checkpoint's file on this machine (downloaded from the bucket when the run lives there)."""
+    from espnet3.orchestration.callbacks import CHECKPOINT_NAME
+
+    return storage.pull(exp_dir / report.name / CHECKPOINT_NAME)
