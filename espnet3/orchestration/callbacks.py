@@ -69,10 +69,24 @@ class ConsoleProgress(L.Callback):
     """Rank 0's progress and validation lines (:mod:`espnet3.orchestration.console`), sent to ``send``.
 
     One line every ``every`` training batches: epoch x/y, step x/y (training batches, resumed
-    runs included), the training losses, utterances per second over all workers and the time
-    left at the rate of this run so far (validation included). Lightning's tqdm bar redraws with
-    carriage returns, which Ray's log forwarding turns into a wall of partial lines.
+    runs included), the training losses, utterances per second over all workers, the time left
+    at the rate of this run so far (validation included) and ``data_wait``. Lightning's tqdm bar
+    redraws with carriage returns, which Ray's log forwarding turns into a wall of partial lines.
+
+    ``data_wait`` is the share of step time, over the line's batches, that the training loop
+    spent waiting for the next batch: from the end of one batch (this callback's
+    ``on_train_batch_end``, the start of the epoch or the end of a validation) to
+    ``on_train_batch_start`` of the next. That covers the DataLoader's ``next()`` and the batch's
+    move to the device, and also the little Lightning does after a batch (the batch-end hooks of
+    callbacks listed after this one, writing the step's logs). Step time is that wait plus the
+    time to the batch's end; validation and epoch ends count as neither. Measured with
+    ``time.perf_counter`` on each rank, without any synchronisation or collective: the line and
+    the ``train/data_wait`` scalar, written to the Trainer's loggers when the line is printed, are
+    rank 0's own wait (another rank starved for data shows on rank 0 as longer steps, in the
+    gradient all-reduce, not as data wait).
     """
+
+    METRIC = "train/data_wait"
 
     def __init__(self, every: int, send: Callable[[str], None]) -> None:
         self.every = max(1, every)
@@ -81,6 +95,12 @@ class ConsoleProgress(L.Callback):
         self._since = time.perf_counter()
         self._start: tuple[float, int] = (self._since, 0)
         self._total: int | None = None
+        # data wait: when the loop was last free to fetch a batch, when this batch started,
+        # and the line's wait and step time so far
+        self._mark: float | None = None
+        self._batch_start: float | None = None
+        self._waited = 0.0
+        self._elapsed = 0.0
 
     @staticmethod
     def _done(trainer: L.Trainer) -> int:
@@ -95,14 +115,33 @@ class ConsoleProgress(L.Callback):
         self._since = self._start[0]
         total = trainer.estimated_stepping_batches * trainer.accumulate_grad_batches
         self._total = int(total) if math.isfinite(total) else None
+        self._waited = self._elapsed = 0.0
+        self._mark = time.perf_counter()  # a run resumed mid-epoch starts no epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._mark = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._batch_start = now = time.perf_counter()
+        if self._mark is not None:
+            self._waited += now - self._mark
+            self._elapsed += now - self._mark
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._batch_start is not None:
+            self._elapsed += now - self._batch_start
+        self._batch_start = None
         if isinstance(batch, (tuple, list)):
             self._utterances += len(batch[0])
         done = self._done(trainer)
-        if trainer.global_rank != 0 or done % self.every:
+        if done % self.every:
+            self._mark = time.perf_counter()
             return
-        now = time.perf_counter()
+        if trainer.global_rank != 0:
+            self._utterances, self._waited, self._elapsed = 0, 0.0, 0.0
+            self._mark = time.perf_counter()
+            return
         rate = self._utterances * trainer.world_size / max(now - self._since, 1e-9)
         started, done_before = self._start
         eta = None
@@ -113,11 +152,25 @@ class ConsoleProgress(L.Callback):
             for k, v in _floats(trainer.callback_metrics).items()
             if k.startswith("train/") and k.endswith("loss")
         }
+        data_wait = self._waited / self._elapsed if self._elapsed > 0 else None
         epoch, max_epochs = trainer.current_epoch + 1, self._max_epochs(trainer)
-        self.send(progress_line(epoch, max_epochs, done, self._total, losses, rate, eta))
+        self.send(progress_line(epoch, max_epochs, done, self._total, losses, rate, eta, data_wait))
+        if data_wait is not None:
+            self._log(trainer, data_wait)
         self._utterances, self._since = 0, now
+        self._waited = self._elapsed = 0.0
+        self._mark = time.perf_counter()  # the line and the scalar are not waiting for data
+
+    def _log(self, trainer: L.Trainer, data_wait: float) -> None:
+        # Written where Lightning writes the module's train/* scalars for this batch (and where
+        # LearningRateMonitor writes the learning rates): at the count of batches that stepped,
+        # which ``global_step`` trails once the NaN guard skips an optimizer step.
+        step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step)
+        for logger in trainer.loggers:
+            logger.log_metrics({self.METRIC: data_wait}, step=step)
 
     def on_validation_end(self, trainer, pl_module) -> None:
+        self._mark = time.perf_counter()  # validation is neither data wait nor step time
         if trainer.global_rank != 0 or trainer.sanity_checking:
             return
         valid = {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("valid/")}
