@@ -96,7 +96,8 @@ def join(location: str | os.PathLike, *parts: str) -> str:
     return "/".join([base, *parts]) if is_uri(base) else os.path.join(base, *parts)
 
 
-def _info(location: str | os.PathLike):
+def info(location: str | os.PathLike):
+    """``pyarrow.fs.FileInfo`` of a location: type, size, ``mtime_ns``."""
     fs, path = filesystem(location)
     return fs.get_file_info(path)
 
@@ -104,13 +105,19 @@ def _info(location: str | os.PathLike):
 def exists(location: str | os.PathLike) -> bool:
     import pyarrow.fs as pafs
 
-    return _info(location).type != pafs.FileType.NotFound
+    return info(location).type != pafs.FileType.NotFound
 
 
 def is_file(location: str | os.PathLike) -> bool:
     import pyarrow.fs as pafs
 
-    return _info(location).type == pafs.FileType.File
+    return info(location).type == pafs.FileType.File
+
+
+def is_dir(location: str | os.PathLike) -> bool:
+    import pyarrow.fs as pafs
+
+    return info(location).type == pafs.FileType.Directory
 
 
 def listdir(location: str | os.PathLike) -> list[str]:
@@ -261,37 +268,58 @@ def uploading(paths: list[str | os.PathLike], every_s: float = 60.0):
         upload()
 
 
+_CREDENTIALS_FIX = "set the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws) for this bucket"
+
+
 def check_reachable(uri: str) -> str | None:
     """Why ``uri``'s bucket cannot be written, in words with the fix; None when it can.
 
     One write and one delete of a marker object: a listing alone passes with read-only keys.
     """
+    def write_marker(fs, path: str) -> None:
+        marker = f"{path}/.espnet3-write-check-{os.getpid()}"
+        with fs.open_output_stream(marker) as f:
+            f.write(b"")
+        fs.delete_file(marker)
+
+    return _check(uri, write_marker)
+
+
+def check_readable(uri: str) -> str | None:
+    """Why the file or directory ``uri`` (data, which may be in a read-only bucket) cannot be
+    read, in words with the fix; None when it can."""
+    import pyarrow.fs as pafs
+
+    def look(fs, path: str) -> str | None:
+        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return f"{uri} does not exist: upload the data there, or fix the URI"
+        return None
+
+    return _check(uri, look)
+
+
+def _check(uri: str, probe: Callable[[Any, str], str | None]) -> str | None:
     import pyarrow.fs as pafs
 
     parts = urlsplit(uri)
-    credentials_fix = "set the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws) for this bucket"
     if parts.scheme.lower() in ("s3", "s3a") and not _s3_credentials_anywhere():
-        return f"no credentials for {uri} (none in the environment, ~/.aws, or the instance metadata): {credentials_fix}"
+        return f"no credentials for {uri} (none in the environment, ~/.aws, or the instance metadata): {_CREDENTIALS_FIX}"
     try:
         fs, path = filesystem(uri)
         bucket = path.split("/", 1)[0]
         if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
             return f"the bucket `{parts.scheme}://{bucket}` does not exist: create it, or fix the URI"
-        marker = f"{path}/.espnet3-write-check-{os.getpid()}"
-        with fs.open_output_stream(marker) as f:
-            f.write(b"")
-        fs.delete_file(marker)
+        return probe(fs, path)
     except (OSError, ValueError) as exc:
         text = " ".join(str(exc).split())
         if re.search(r"ACCESS_?DENIED|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|credential|403|Forbidden", text, re.I):
-            fix = credentials_fix
+            fix = _CREDENTIALS_FIX
         elif re.search(r"connect|resolve|timed? ?out|refused|network|curl", text, re.I):
             fix = ("check the endpoint (AWS_ENDPOINT_URL for an S3-compatible server, e.g. "
                    "http://127.0.0.1:9000) and that it is reachable from here")
         else:
             fix = "check the URI, the endpoint (AWS_ENDPOINT_URL) and the credentials"
-        return f"cannot write to {uri} ({text[:300]}): {fix}"
-    return None
+        return f"cannot reach {uri} ({text[:300]}): {fix}"
 
 
 def _s3_credentials_anywhere() -> bool:

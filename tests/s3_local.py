@@ -65,6 +65,30 @@ def objects(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
     return keys
 
 
+def upload_corpus(endpoint: str, bucket: str, root, prefix: str) -> str:
+    """Upload a Kaldi corpus (``root/<split>/wav.scp, text, wav/...``) as a dump directory is
+    uploaded: every file as it is, with ``wav.scp`` naming the audio by URI. Returns its URI."""
+    from pathlib import Path
+
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
+    root = Path(root)
+    uri = f"s3://{bucket}/{prefix}"
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        body = path.read_bytes()
+        if path.name == "wav.scp":
+            body = body.decode().replace(f"{root}/", f"{uri}/").encode()
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{path.relative_to(root)}", Body=body)
+    return uri
+
+
+def delete_object(endpoint: str, bucket: str, key: str) -> None:
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, **_boto_credentials()).delete_object(Bucket=bucket, Key=key)
+
+
 def _boto_credentials() -> dict:
     return {"aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
             "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"], "region_name": CREDENTIALS["AWS_REGION"]}

@@ -110,8 +110,54 @@ def _launch(tmp_path: Path, *overrides: str) -> int:
                         f"data.valid={data}/valid", f"data.test.test={data}/test", *overrides])
 
 
-@pytest.mark.parametrize("case", ["missing bucket", "unreachable endpoint", "missing credentials", "data URI"])
-def test_storage_problems_are_configuration_errors_before_ray(case, s3_bucket, tmp_path, monkeypatch, capsys, no_ray):
+@pytest.fixture(scope="session")
+def digits_corpus(tmp_path_factory):
+    """The tiny config's corpus, made once, to be uploaded into each test's bucket."""
+    from espnet3.data.digits import generate_corpus
+
+    root = tmp_path_factory.mktemp("digits")
+    generate_corpus(root, num_train=60, num_valid=12, num_test=12, seed=0, verbose=False)
+    return root
+
+
+def _bucket_data(corpus_uri: str) -> list[str]:
+    return ["~data.digits", f"data.train={corpus_uri}/train", f"data.valid={corpus_uri}/valid",
+            f"data.test.test={corpus_uri}/test"]
+
+
+def test_a_dump_directory_in_the_bucket_is_read_item_by_item(s3_bucket, s3_server, digits_corpus):
+    """List files come once per node with their URIs pointing at local copies; an item's audio is
+    fetched when the item is first read, and only then."""
+    from espnet3.data import remote
+    from espnet3.data.dataset import build_dataset, dataset_keys
+    from espnet3.data.sources import SplitSource
+
+    uri = s3_local.upload_corpus(s3_server, s3_bucket, digits_corpus, "dump/raw")
+    local = remote.fetch_directory(storage.local_copy(f"{uri}/valid"))
+    assert sorted(p.name for p in local.iterdir()) == ["spk2info", "spk2utt", "text", "utt2spk", "wav.scp"]
+    first = (local / "wav.scp").read_text().splitlines()[0].split()
+    assert Path(first[1]) == storage.local_copy(f"{uri}/valid/wav/{first[0]}.wav")
+    assert (local / "text").read_text() == (digits_corpus / "valid" / "text").read_text()  # transcripts untouched
+    dataset = build_dataset(SplitSource.parse("data.valid", [[str(local / "wav.scp"), "speech", "sound"]]), None)
+    assert len(dataset_keys(dataset)) == 12 and not (local / "wav").exists()  # no audio fetched yet
+    utt, item = dataset[first[0]]
+    import soundfile
+
+    expected, _ = soundfile.read(digits_corpus / "valid" / "wav" / f"{first[0]}.wav", dtype="float32")
+    assert utt == first[0] and (item["speech"] == expected).all()
+    assert [p.name for p in (local / "wav").iterdir()] == [f"{first[0]}.wav"]  # that one item only
+    s3_local.delete_object(s3_server, s3_bucket, f"dump/raw/valid/wav/{first[0]}.wav")  # cached: still read
+    assert dataset[first[0]][0] == first[0]
+    second = (local / "wav.scp").read_text().splitlines()[1].split()[0]
+    s3_local.delete_object(s3_server, s3_bucket, f"dump/raw/valid/wav/{second}.wav")
+    with pytest.raises(FileNotFoundError, match=f"{uri}/valid/wav/{second}.wav does not exist"):
+        dataset[second]
+
+
+@pytest.mark.parametrize("case", ["missing bucket", "unreachable endpoint", "missing credentials", "missing data",
+                                  "missing audio", "generated corpus"])
+def test_storage_problems_are_configuration_errors_before_ray(case, s3_bucket, s3_server, digits_corpus, tmp_path,
+                                                              monkeypatch, capsys, no_ray):
     overrides = [f"exp_dir=s3://{s3_bucket}/exp/tiny"]
     expected = [f"s3://{s3_bucket}/exp/tiny", "`exp_dir`"]
     if case == "missing bucket":
@@ -125,9 +171,19 @@ def test_storage_problems_are_configuration_errors_before_ray(case, s3_bucket, t
             monkeypatch.delenv(key)
         monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws either
         expected += ["AWS_ACCESS_KEY_ID", "credentials"]
-    else:
+    elif case == "missing data":
         overrides = [f"exp_dir={tmp_path}/exp", f"data.valid=s3://{s3_bucket}/data/valid"]
-        expected = ["`data.valid`", "object storage", "local or shared-filesystem path"]
+        expected = ["`data.valid`", f"s3://{s3_bucket}/data/valid does not exist", "upload the data"]
+    elif case == "missing audio":
+        uri = s3_local.upload_corpus(s3_server, s3_bucket, digits_corpus, "dump")
+        line, utt = next((i, l.split()[0]) for i, l in enumerate(
+            (digits_corpus / "valid" / "wav.scp").read_text().splitlines(), 1) if i == 5)
+        s3_local.delete_object(s3_server, s3_bucket, f"dump/valid/wav/{utt}.wav")
+        overrides = [f"exp_dir={tmp_path}/exp", *_bucket_data(uri)]
+        expected = [f"{uri}/valid/wav.scp:{line}", f"{uri}/valid/wav/{utt}.wav does not exist", "upload it"]
+    else:
+        overrides = [f"exp_dir={tmp_path}/exp", f"data.train=s3://{s3_bucket}/data/train"]
+        expected = ["`data.train`", "generated corpus", "local or shared-filesystem path"]
     assert _launch(tmp_path, *overrides) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -141,16 +197,18 @@ def test_storage_problems_are_configuration_errors_before_ray(case, s3_bucket, t
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_run_lives_in_the_bucket_train_resume_evaluate_pack(s3_bucket, s3_server, tmp_path, ray_cluster,
-                                                             monkeypatch):
-    """Train one epoch, lose every local copy (a new machine), ``--resume`` for the second epoch
-    with evaluation, lose the copies again, then ``--stages infer measure pack`` from the bucket."""
+def test_a_run_lives_in_the_bucket_train_resume_evaluate_pack(s3_bucket, s3_server, digits_corpus, tmp_path,
+                                                             ray_cluster, monkeypatch):
+    """With the corpus in the bucket too: train one epoch, lose every local copy (a new machine),
+    ``--resume`` for the second epoch with evaluation, lose the copies again, then
+    ``--stages infer measure pack`` from the bucket."""
     monkeypatch.chdir(tmp_path)
     run = f"s3://{s3_bucket}/exp/tiny"
+    data = _bucket_data(s3_local.upload_corpus(s3_server, s3_bucket, digits_corpus, "dump/raw"))
     cache = storage.cache_root()
-    assert _launch(tmp_path, f"exp_dir={run}", "trainer.max_epochs=1", "--stages", "train") == 0
+    assert _launch(tmp_path, f"exp_dir={run}", *data, "trainer.max_epochs=1", "--stages", "train") == 0
     shutil.rmtree(cache)
-    assert _launch(tmp_path, f"exp_dir={run}", "--resume") == 0
+    assert _launch(tmp_path, f"exp_dir={run}", *data, "--resume") == 0
     keys = set(s3_local.objects(s3_server, s3_bucket, "exp/tiny/"))
     names = {key[len("exp/tiny/"):] for key in keys}
     for name in ("train.yaml", "run.json", "tokens.txt", "config.yaml", "train_result.json", "last.pth",
@@ -169,10 +227,55 @@ def test_a_run_lives_in_the_bucket_train_resume_evaluate_pack(s3_bucket, s3_serv
     assert len(run_record["previous_launches"]) == 1  # the first launch, read back from the bucket
     scores = json.loads(storage.read_text(f"{run}/infer/test/metrics.json"))
 
+    assert saved["data"]["train"] == f"s3://{s3_bucket}/dump/raw/train"
     shutil.rmtree(cache)
-    assert _launch(tmp_path, f"exp_dir={run}", "--stages", "infer", "measure", "pack") == 0
+    assert _launch(tmp_path, f"exp_dir={run}", *data, "--stages", "infer", "measure", "pack") == 0
     assert json.loads(storage.read_text(f"{run}/infer/test/metrics.json")) == scores
     assert "exp/tiny/packed/tiny_asr.zip" in s3_local.objects(s3_server, s3_bucket, "exp/tiny/packed/")
     # Nothing was written to a local path made from the URI.
     assert not any(p.name.startswith("s3:") for p in tmp_path.rglob("*"))
     assert not Path(REPO, "s3:").exists()
+    assert not (tmp_path / "data").exists()  # and the corpus came from the bucket only
+
+
+def _bucket_sweep(tmp_path: Path, output_dir: str) -> Path:
+    sweep = yaml.safe_load((REPO / "configs" / "sweep_tiny.yaml").read_text())
+    sweep.update(base=str(TINY), output_dir=output_dir, num_samples=1, max_concurrent_trials=1, scheduler=None,
+                 space={"optimizer.lr": {"choice": [0.002]}}, overrides=["trainer.max_epochs=1"])
+    path = tmp_path / "bucket_sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def test_a_sweep_in_a_missing_bucket_is_refused_before_ray(s3_bucket, tmp_path, capsys, no_ray):
+    path = _bucket_sweep(tmp_path, "s3://no-such-bucket-espnet3/sweeps/tiny")
+    assert launch.main(["--sweep", str(path), "--num-gpus", "0", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "`output_dir`" in err and "s3://no-such-bucket-espnet3" in err and "does not exist" in err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_sweep_lives_in_the_bucket_and_resumes_from_it(s3_bucket, s3_server, digits_corpus, tmp_path, ray_cluster,
+                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = f"s3://{s3_bucket}/sweeps/tiny"
+    path = _bucket_sweep(tmp_path, out)
+    data = _bucket_data(s3_local.upload_corpus(s3_server, s3_bucket, digits_corpus, "dump/raw"))
+    assert launch.main(["--sweep", str(path), "--num-gpus", "0", *data]) == 0
+    names = {k[len("sweeps/tiny/"):] for k in s3_local.objects(s3_server, s3_bucket, "sweeps/tiny/")}
+    for name in ("results.csv", "best.yaml", "metric.png", "shared/tokens.txt", "shared/stats/train/speech_shape"):
+        assert name in names, (name, sorted(names))
+    assert any(n.startswith("experiment_state") or n == "tuner.pkl" for n in names), sorted(names)  # Tune's state
+    trial_files = [n for n in names if n.startswith("trials/") and n.endswith("/train.yaml")]
+    assert len(trial_files) == 1
+    assert any(n.startswith("trials/") and n.endswith("/checkpoint.ckpt") for n in names)
+    results = storage.read_text(f"{out}/results.csv")
+    assert "TERMINATED" in results
+
+    shutil.rmtree(storage.cache_root())  # another machine: the sweep is only in the bucket
+    assert launch.main(["--sweep", str(path), "--num-gpus", "0", *data, "--resume"]) == 0
+    again = {k[len("sweeps/tiny/"):] for k in s3_local.objects(s3_server, s3_bucket, "sweeps/tiny/")}
+    assert [n for n in again if n.startswith("trials/") and n.endswith("/train.yaml")] == trial_files
+    assert storage.read_text(f"{out}/results.csv") == results  # the finished trial was not repeated
+    assert not any(p.name.startswith("s3:") for p in tmp_path.rglob("*"))

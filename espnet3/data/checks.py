@@ -15,6 +15,8 @@ from pathlib import Path
 
 import soundfile
 
+from espnet3 import storage
+from espnet3.data import remote
 from espnet3.data.errors import DataError
 from espnet3.data.sources import DataTriple, SplitSource
 
@@ -140,8 +142,45 @@ def _check_npy(triple: DataTriple, table: dict[str, str], lines: dict[str, int])
             raise DataError(f"{triple.path}:{lines[utt]}: {value} does not exist; expected {EXPECTED['npy']}")
 
 
+# Loader types whose values are files, which may be URIs in a list file that is itself in storage.
+FILE_TYPES = ("sound", "multi_columns_sound", "variable_columns_sound", "kaldi_ark", "npy")
+
+
 def check_triple(triple: DataTriple, key: str) -> dict[str, int] | None:
-    """Check one stream's file; returns its utterance -> line map for table types, else ``None``."""
+    """Check one stream's file; returns its utterance -> line map for table types, else ``None``.
+
+    A list file in object storage is named by its URI in every message, and the files its lines
+    name are fetched first (:mod:`espnet3.data.remote`), so they are checked like local ones.
+    """
+    uri = storage.uri_of(triple.path)
+    if uri is None:
+        return _check_triple(triple, key)
+    try:
+        return _check_triple(triple, key)
+    except DataError as err:
+        raise DataError(str(err).replace(str(triple.path), uri)) from None
+
+
+def _fetch_items(triple: DataTriple, lines: dict[str, int]) -> None:
+    files = remote.item_files(triple.path)
+    missing = set(remote.fetch_items(p for paths in files.values() for p in paths))
+    for utt, paths in files.items():
+        gone = [storage.uri_of(p) for p in paths if storage.uri_of(p) in missing]
+        if gone:
+            raise DataError(f"{triple.path}:{lines[utt]}: {gone[0]} does not exist in object storage; "
+                            "upload it, or fix the line")
+
+
+def _check_no_uris(triple: DataTriple, table: dict[str, str], lines: dict[str, int]) -> None:
+    for utt, value in table.items():
+        if any(storage.is_uri(t) for t in value.split()):
+            raise DataError(
+                f"{triple.path}:{lines[utt]}: a local list file names {value.split()[0]}; a list whose lines are "
+                "URIs must be in object storage too (upload it beside the audio and give its URI in the config)"
+            )
+
+
+def _check_triple(triple: DataTriple, key: str) -> dict[str, int] | None:
     if not triple.path.exists():
         raise DataError(f"{triple.path} does not exist (`{key}`, data key {triple.name!r}); fix the path")
     if triple.type not in TABLE_TYPES and not triple.type.startswith("rand_"):
@@ -149,6 +188,11 @@ def check_triple(triple: DataTriple, key: str) -> dict[str, int] | None:
     expected = EXPECTED.get(triple.type, f"'<utt_id> <{triple.type} value>'")
     allow_empty = triple.type in ("text", "random_text")
     table, lines = read_table(triple.path, expected, allow_empty_value=allow_empty)
+    if triple.type in FILE_TYPES:
+        if storage.uri_of(triple.path) is None:
+            _check_no_uris(triple, table, lines)
+        else:
+            _fetch_items(triple, lines)
     if triple.type in ("sound", "multi_columns_sound", "variable_columns_sound"):
         _check_sound(triple, table, lines)
     elif triple.type in NUMBER_TYPES:

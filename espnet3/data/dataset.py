@@ -82,8 +82,13 @@ def build_dataset(source: SplitSource, preprocess: Preprocess | None) -> Dataset
     """The dataset of one split; ``dataset[utt_id] -> (utt_id, arrays)``."""
     if source.target is not None:
         return TargetDataset(instantiate(source.target, _convert_="all"), preprocess, source.key)
+    from espnet3.data import remote
+
+    triples = source.resolved().triples
+    remote.ensure_lists(t.path for t in triples)  # a node the launcher never wrote to
     espnet_dataset = import_espnet2("espnet2.train.dataset").ESPnetDataset
-    return espnet_dataset([t.as_espnet2() for t in source.resolved().triples], preprocess=preprocess)
+    dataset = espnet_dataset([t.as_espnet2() for t in triples], preprocess=preprocess)
+    return remote.with_fetching(dataset, [t.path for t in triples])
 
 
 def dataset_keys(dataset: Dataset) -> list[str]:

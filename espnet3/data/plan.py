@@ -140,12 +140,15 @@ class DataPlan:
             self.shapes(split, parallel=parallel, defer_large=defer_large, log=True)
 
     def pull_files(self) -> None:
-        """Make the run's own data files (shape files, statistics, token lists) present on this node
-        when they live in object storage (:mod:`espnet3.storage`): a worker on a node that the
+        """Make the run's own data files (shape files, statistics, token lists) and the splits' list
+        files present on this node when they live in object storage (:mod:`espnet3.storage`): a worker on a node that the
         launcher never wrote to has none of them."""
         from espnet3 import storage
+        from espnet3.data import remote
 
         storage.pull_tree(self.stats_dir, skip=lambda relative: relative.startswith("logs/"))
+        for split in self.data.split_names:
+            remote.ensure_lists(t.path for t in self.source(split).triples)
         for stream in self.token_streams:
             for path in (stream.token_list, stream.bpemodel):
                 if path is not None:

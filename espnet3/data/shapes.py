@@ -28,6 +28,7 @@ from espnet3.data.dataset import build_dataset, dataset_keys
 from espnet3.data.errors import DataError
 from espnet3.data.preprocess import PreprocessSpec
 from espnet3.data.sources import SplitSource
+from espnet3 import storage
 from espnet3.storage import atomic_write, atomic_write_json
 
 MANIFEST = "shapes.json"
@@ -51,8 +52,14 @@ def _source_stamp(source: SplitSource) -> Any:
         return {"target": source.target}
     stamps = []
     for triple in source.resolved().triples:
-        stat = triple.path.stat()
-        stamps.append([str(triple.path), triple.name, triple.type, stat.st_size, stat.st_mtime_ns])
+        uri = storage.uri_of(triple.path)
+        if uri is None:
+            stat = triple.path.stat()
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        else:  # the object's, the same on every node (a local copy's time is when it was fetched)
+            info = storage.info(uri)
+            size, mtime = info.size, info.mtime_ns
+        stamps.append([uri or str(triple.path), triple.name, triple.type, size, mtime])
     return stamps
 
 
@@ -100,13 +107,20 @@ def measure(source: SplitSource, preprocess: PreprocessSpec, keys: Sequence[str]
     return names, shapes
 
 
+def _measure_shard(storage_env: dict[str, str], *args):
+    """:func:`measure` in a Ray task, which reaches object storage as the launcher does."""
+    storage.use_env(storage_env)
+    return measure(*args)
+
+
 def _measure_in_ray(source: SplitSource, preprocess: PreprocessSpec, keys: list[str], num_shards: int,
                     cpus_per_shard: float, train: bool) -> tuple[list[str], dict[str, dict[str, str]]]:
     import ray
 
     chunk = math.ceil(len(keys) / num_shards)
-    remote = ray.remote(num_cpus=cpus_per_shard)(measure)
-    refs = [remote.remote(source, preprocess, keys[i : i + chunk], train) for i in range(0, len(keys), chunk)]
+    remote = ray.remote(num_cpus=cpus_per_shard)(_measure_shard)
+    refs = [remote.remote(storage.worker_env(), source, preprocess, keys[i : i + chunk], train)
+            for i in range(0, len(keys), chunk)]
     names: list[str] = []
     shapes: dict[str, dict[str, str]] = {}
     for shard_names, shard_shapes in ray.get(refs):  # shard order: the files keep the data's order

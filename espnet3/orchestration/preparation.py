@@ -36,27 +36,31 @@ def absolutize(cfg: DictConfig) -> None:
         if node is None or is_uri(node) or (isinstance(value, str) and value.startswith("${")):
             continue
         OmegaConf.update(cfg, key, str(Path(node).resolve()))
+    _map_sources(cfg, raw, lambda path: path if is_uri(path) else str(Path(path).resolve()))
+
+
+def _map_sources(cfg: DictConfig, raw: dict, fix) -> dict[str, list[str]]:
+    """Apply ``fix`` to every data path (a split's directory, each triple's path) that is not an
+    interpolation; returns the original paths per split key (``data.train``)."""
     data = raw.get("data") or {}
-    for split in ("train", "valid"):
-        if split in data:
-            cfg.data[split] = _absolute_source(data[split])
-    for name, source in (data.get("test") or {}).items():
-        cfg.data.test[name] = _absolute_source(source)
-
-
-def _absolute_source(source):
-    """A split's data with absolute paths: a directory, or the path of every [path, name, type] triple."""
-    if isinstance(source, str) and not source.startswith("${") and not is_uri(source):
-        return str(Path(source).resolve())
-    if isinstance(source, list):
-        fixed = []
-        for entry in source:
-            parts = entry.split(",") if isinstance(entry, str) else entry
-            if isinstance(parts, list) and len(parts) == 3 and isinstance(parts[0], str) and not parts[0].startswith("${"):
-                parts = [str(Path(parts[0].strip()).resolve()), *parts[1:]]
-            fixed.append(parts)
-        return fixed
-    return source
+    sources = {f"data.{split}": data[split] for split in ("train", "valid") if split in data} | {
+        f"data.test.{name}": source for name, source in (data.get("test") or {}).items()}
+    originals: dict[str, list[str]] = {}
+    for key, source in sources.items():
+        paths = originals.setdefault(key, [])
+        if isinstance(source, str) and not source.startswith("${"):
+            paths.append(source)
+            OmegaConf.update(cfg, key, fix(source), merge=False)
+        elif isinstance(source, list):
+            fixed = []
+            for entry in source:
+                parts = entry.split(",") if isinstance(entry, str) else entry
+                if isinstance(parts, list) and len(parts) == 3 and isinstance(parts[0], str) and not parts[0].startswith("${"):
+                    paths.append(parts[0].strip())
+                    parts = [fix(parts[0].strip()), *parts[1:]]
+                fixed.append(parts)
+            OmegaConf.update(cfg, key, fixed, merge=False)
+    return originals
 
 
 def localize(cfg: DictConfig, source: Path | None) -> list[str]:
@@ -68,6 +72,7 @@ def localize(cfg: DictConfig, source: Path | None) -> list[str]:
     """
     from espnet3 import storage
     from espnet3.config.errors import ConfigError
+    from espnet3.data import remote
 
     raw = OmegaConf.to_container(cfg, resolve=False)
     uris, checked = [], {}
@@ -83,15 +88,19 @@ def localize(cfg: DictConfig, source: Path | None) -> list[str]:
         OmegaConf.update(cfg, key, storage.localize(value))
         uris.append(value)
     data = raw.get("data") or {}
-    sources = {split: data.get(split) for split in ("train", "valid")} | {
-        f"test.{name}": s for name, s in (data.get("test") or {}).items()} | {"synth.dir": (data.get("synth") or {}).get("dir")}
-    for split, value in sources.items():
-        entries = value if isinstance(value, list) else [value]
-        if any(is_uri(e if isinstance(e, str) else (e or [None])[0]) for e in entries):
-            raise ConfigError(
-                f"data.{split}", source, "data in object storage is not read yet (only the run's own files "
-                "are: exp_dir, stats_dir, token_list, bpemodel)", "give a local or shared-filesystem path",
-            )
+    generated = {"data.synth.dir": (data.get("synth") or {}).get("dir"), "data.train": data.get("train") if data.get("digits") else None}
+    for key, value in generated.items():
+        if is_uri(value):
+            raise ConfigError(key, source, "a generated corpus (data.digits, data.synth) is written on this machine",
+                              "give a local or shared-filesystem path (upload the corpus afterwards to train from a bucket)")
+    for key, paths in _map_sources(cfg, raw, storage.localize).items():
+        for uri in filter(is_uri, paths):
+            problem = checked.setdefault(uri, storage.check_readable(uri))
+            if problem is not None:
+                raise ConfigError(key, source, problem, None)
+            fetch = remote.fetch_directory if storage.is_dir(uri) else remote.fetch_list
+            fetch(storage.local_copy(uri), refresh=True)  # the bucket is the truth: a list may have changed since
+            uris.append(uri)
     return uris
 
 

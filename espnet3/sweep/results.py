@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from espnet3.storage import atomic_save
 from espnet3.sweep.spec import SweepSpec
 
 
@@ -54,12 +55,14 @@ def _history(result, metric: str):
 
 def write_csv(rows: list[TrialRow], sweep: SweepSpec, path: Path) -> Path:
     header = ["trial_id", "status", *(d.path for d in sweep.space), f"best {sweep.metric}", "iterations", "error"]
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for r in rows:
-            writer.writerow([r.trial_id, r.status, *r.params.values(), "" if r.best is None else r.best, r.iterations, r.error or ""])
-    return path
+    def save(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            for r in rows:
+                writer.writerow([r.trial_id, r.status, *r.params.values(), "" if r.best is None else r.best, r.iterations, r.error or ""])
+
+    return atomic_save(path, save)
 
 
 def format_table(rows: list[TrialRow], sweep: SweepSpec) -> str:
@@ -95,6 +98,6 @@ def plot_metric(grid, sweep: SweepSpec, path: Path) -> Path:
     ax.set_title(f"sweep {sweep.name}")
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_save(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
     return path

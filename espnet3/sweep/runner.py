@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from espnet3 import storage
 from espnet3.orchestration.launch_spec import LaunchSpec
 from espnet3.sweep.errors import SweepError
 from espnet3.sweep.spec import SweepSpec
@@ -31,8 +32,10 @@ def preflight(spec: LaunchSpec) -> SweepSpec:
             f"but --num-gpus is {spec.num_gpus}",
             "lower max_concurrent_trials or gpus_per_trial, or raise --num-gpus",
         )
-    out = sweep.output_dir
-    if out.is_dir() and any(out.iterdir()) and not spec.resume:
+    out = storage.home(sweep.output_dir)
+    if storage.is_uri(out) and (problem := storage.check_reachable(out)) is not None:
+        raise SweepError("output_dir", sweep.source, problem, "fix `output_dir` or the storage settings")
+    if storage.listdir(out) and not spec.resume:
         raise FileExistsError(
             f"{out} already holds a sweep. Pass --resume to continue it (finished trials are not repeated), "
             f"or start a new one by changing `name` (or `output_dir`) in {sweep.source}."
@@ -55,11 +58,12 @@ def shared_config(sweep: SweepSpec, use_gpu: bool) -> DictConfig:
     """The base config with absolute paths, GPU batches on GPU trials (``dataloader.gpu``) and the
     derived files pinned to ``output_dir/shared``."""
     from espnet3.config.gpu_batches import apply_gpu_batches
-    from espnet3.orchestration.preparation import absolutize
+    from espnet3.orchestration.preparation import absolutize, localize
 
     cfg = OmegaConf.create(OmegaConf.to_container(sweep.base, resolve=False))
     cfg.exp_dir = str((sweep.output_dir / "shared").resolve())
     absolutize(cfg)
+    localize(cfg, sweep.source)  # data in object storage
     for note in apply_gpu_batches(cfg, use_gpu, sweep.source):
         print(f"[espnet3] GPU batches: {note}", flush=True)
     for key in SHARED_KEYS:
@@ -95,9 +99,10 @@ def build_tuner(sweep: SweepSpec, plan: TrialPlan, resume: bool):
     from ray import tune
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan), {"CPU": TRIAL_CPUS})
-    path = str(sweep.output_dir.resolve())
-    if resume and tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable=trainable, resume_errored=False)
+    # Tune keeps its experiment state and trial results where the sweep lives (a bucket too).
+    fs, path = storage.filesystem(storage.home(sweep.output_dir))
+    if resume and tune.Tuner.can_restore(path, storage_filesystem=fs):
+        return tune.Tuner.restore(path, trainable=trainable, resume_errored=False, storage_filesystem=fs)
     scheduler = None
     if sweep.scheduler:
         from ray.tune.schedulers import ASHAScheduler
@@ -126,7 +131,8 @@ def build_tuner(sweep: SweepSpec, plan: TrialPlan, resume: bool):
             num_samples=sweep.num_samples, max_concurrent_trials=limit,
             trial_dirname_creator=trial_dirname,
         ),
-        run_config=tune.RunConfig(name=Path(path).name, storage_path=str(Path(path).parent), verbose=1),
+        run_config=tune.RunConfig(name=Path(path).name, storage_path=str(Path(path).parent), storage_filesystem=fs,
+                                  verbose=1),
     )
 
 
@@ -136,14 +142,14 @@ def report(grid, sweep: SweepSpec) -> int:
     from espnet3.sweep.results import format_table, plot_metric, trial_rows, write_csv
     from espnet3.sweep.space import apply_params
 
-    out = sweep.output_dir
+    out = sweep.output_dir  # written through to the bucket when it is a local copy
     rows = trial_rows(grid, sweep)
     write_csv(rows, sweep, out / "results.csv")
     plot_metric(grid, sweep, out / "metric.png")
     print(format_table(rows, sweep), flush=True)
     scored = [r for r in rows if r.best is not None]
     if not scored:
-        print(f"[espnet3] no trial reported {sweep.metric}; results in {out}", file=sys.stderr)
+        print(f"[espnet3] no trial reported {sweep.metric}; results in {storage.home(out)}", file=sys.stderr)
         return 1
     best = (min if sweep.mode == "min" else max)(scored, key=lambda r: r.best)
     name = f"{sweep.name}_best"
@@ -152,7 +158,7 @@ def report(grid, sweep: SweepSpec) -> int:
     best_file = save_config(cfg, out / "best.yaml")
     print(f"[espnet3] best trial {best.trial_id}: {sweep.metric} {best.best:.4f}; train it with "
           f"python -m espnet3.launch --config {best_file}", flush=True)
-    print(f"[espnet3] sweep results in {out}", flush=True)
+    print(f"[espnet3] sweep results in {storage.home(out)}", flush=True)
     return 0
 
 
@@ -185,6 +191,7 @@ def run(spec: LaunchSpec, sweep: SweepSpec) -> int:
     plan = TrialPlan(
         base=OmegaConf.to_container(cfg, resolve=False), space=sweep.space, source=sweep.source,
         trials_dir=(sweep.output_dir / "trials").resolve(), launch=launch, config_dir=sweep.config_dir,
-        data=data_plan,
+        data=data_plan, storage_env=storage.worker_env(),
     )
-    return report(build_tuner(sweep, plan, spec.resume).fit(), sweep)
+    with storage.uploading([sweep.output_dir / LOG_DIR]):
+        return report(build_tuner(sweep, plan, spec.resume).fit(), sweep)

@@ -13,6 +13,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from espnet3 import storage
 from espnet3.config.loader import load_config, merge_with_defaults
 from espnet3.config.overrides import apply_overrides
 from espnet3.config.schema import validate
@@ -78,7 +79,8 @@ class SweepSpec:
         search: ``random`` (Tune's variant generator) or ``optuna`` (TPE).
         seed: seeds the search; ``None`` samples differently on every run.
         name: the sweep's name; trial runs and results live in ``output_dir``.
-        output_dir: Ray Tune's experiment directory.
+        output_dir: Ray Tune's experiment directory; for a URI, its local copy
+            (:func:`espnet3.storage.home` gives the URI back).
         time_attr: the result field ASHA counts in; ``training_iteration`` is the number of
             reports, one per validation (``report_every_n_steps`` gives several per epoch).
     """
@@ -133,7 +135,8 @@ class SweepSpec:
             space=parse_space(raw.pop("space"), source),
             scheduler=ASHASpec.parse(raw.pop("scheduler", None), source),
             name=str(name),
-            output_dir=Path(raw.pop("output_dir", None) or Path("sweeps") / str(name)),
+            # A URI (s3://...) is worked on through its local copy, as a run's exp_dir is.
+            output_dir=Path(storage.localize(str(raw.pop("output_dir", None) or Path("sweeps") / str(name)))),
             **raw,
         )
         spec.validate()

@@ -35,6 +35,7 @@ class TrialPlan:
         launch: workers, CPUs and GPUs of one trial's Ray Train run.
         config_dir: where a ``_target_`` model's code is imported from.
         data: the data plan prepared once for all trials (a trial may change its batching).
+        storage_env: the launcher's object-storage settings (:func:`espnet3.storage.worker_env`).
     """
 
     base: dict
@@ -44,6 +45,7 @@ class TrialPlan:
     launch: LaunchSpec
     config_dir: Path
     data: DataPlan
+    storage_env: dict[str, str] | None = None
 
     def trial_config(self, params: dict[str, Any], trial_id: str) -> DictConfig:
         return apply_params(
@@ -56,9 +58,11 @@ def run_trial(params: dict[str, Any], plan: TrialPlan) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from espnet3 import storage
     from espnet3.config.save import save_config
     from espnet3.stages.train import build_torch_trainer
 
+    storage.use_env(plan.storage_env)  # a trial actor on any node writes to the sweep's bucket
     # The Train run is named after the trial, so a restored sweep resumes the same run.
     cfg = plan.trial_config(params, ray.tune.get_context().get_trial_id())
     save_config(cfg, Path(cfg.exp_dir) / "train.yaml")
