@@ -1,8 +1,15 @@
-"""Ports for `ray start` processes that tests start beside the suite's own cluster."""
+"""Ports and nodes for `ray start` processes that tests start beside the suite's own cluster."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+from pathlib import Path
+
+RAY_BIN = Path(sys.executable).parent / "ray"
 
 
 def free_ports(n: int) -> list[int]:
@@ -14,3 +21,25 @@ def free_ports(n: int) -> list[int]:
     for sock in socks:
         sock.close()
     return ports
+
+
+def ray_start(env: dict[str, str], *args: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`ray start --block` on 127.0.0.1 with ports of its own, in its own process group
+    (``prefix``: a command it runs under, e.g. ``unshare --mount ...``)."""
+    node_manager, object_manager, agent, agent_grpc, env_agent, metrics = free_ports(6)
+    return subprocess.Popen(
+        [*prefix, str(RAY_BIN), "start", "--block", "--node-ip-address=127.0.0.1",
+         f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}",
+         f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+         f"--runtime-env-agent-port={env_agent}", f"--metrics-export-port={metrics}", "--disable-usage-stats", *args],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+
+
+def kill_node(node: subprocess.Popen) -> None:
+    """What a lost machine looks like to Ray: every process of the node dies at once."""
+    try:
+        os.killpg(node.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    node.wait(timeout=60)

@@ -22,11 +22,10 @@ import pytest
 import soundfile
 import yaml
 
-from net_utils import free_ports
+from net_utils import RAY_BIN, free_ports, kill_node, ray_start
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny_asr.yaml"
-RAY_BIN = Path(sys.executable).parent / "ray"
 TIMEOUT_S = 420
 
 
@@ -196,27 +195,6 @@ def test_a_failure_a_restart_cannot_cure_ends_the_run_at_once_despite_max_failur
     assert _attempts(exp, 0) == 1 and _attempts(exp, 1) == 1, "a deterministic failure used up a retry"
 
 
-def _ray_start(env: dict[str, str], *args: str) -> subprocess.Popen:
-    """`ray start --block` on 127.0.0.1 with ports of its own, in its own process group."""
-    node_manager, object_manager, agent, agent_grpc, env_agent, metrics = free_ports(6)
-    return subprocess.Popen(
-        [str(RAY_BIN), "start", "--block", "--node-ip-address=127.0.0.1", f"--node-manager-port={node_manager}",
-         f"--object-manager-port={object_manager}", f"--dashboard-agent-listen-port={agent}",
-         f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={env_agent}",
-         f"--metrics-export-port={metrics}", "--disable-usage-stats", *args],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-
-
-def _kill_node(node: subprocess.Popen) -> None:
-    """What a lost machine looks like to Ray: every process of the node dies at once."""
-    try:
-        os.killpg(node.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    node.wait(timeout=60)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(TIMEOUT_S + 120)
 def test_a_killed_node_of_a_two_node_cluster_is_replaced_and_the_run_completes(digits, tmp_path):
@@ -227,12 +205,12 @@ def test_a_killed_node_of_a_two_node_cluster_is_replaced_and_the_run_completes(d
     env = _env(RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="token")
     subprocess.run([str(RAY_BIN), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
     gcs, dashboard, client = free_ports(3)
-    nodes = [_ray_start(env, "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
+    nodes = [ray_start(env, "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
                         f"--ray-client-server-port={client}", "--num-cpus=0", "--include-dashboard=true")]
     address = f"127.0.0.1:{gcs}"
     exp = tmp_path / "exp"
     try:
-        nodes.append(_ray_start(env, f"--address={address}", "--num-cpus=2"))
+        nodes.append(ray_start(env, f"--address={address}", "--num-cpus=2"))
         proc = subprocess.Popen(
             [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "2",
              "--address", address, "trainer.max_epochs=3", "timeouts.worker_start_s=180",
@@ -242,8 +220,8 @@ def test_a_killed_node_of_a_two_node_cluster_is_replaced_and_the_run_completes(d
         try:
             _wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", proc)
             assert _train_workers(nodes[1].pid), "the workers run on the worker node (the head has no CPUs)"
-            _kill_node(nodes[1])
-            nodes.append(_ray_start(env, f"--address={address}", "--num-cpus=2"))
+            kill_node(nodes[1])
+            nodes.append(ray_start(env, f"--address={address}", "--num-cpus=2"))
             out, _ = proc.communicate(timeout=TIMEOUT_S)
         finally:
             proc.kill()
@@ -252,7 +230,7 @@ def test_a_killed_node_of_a_two_node_cluster_is_replaced_and_the_run_completes(d
         assert _result(exp)["epoch"] == 2 and _result(exp)["step"] == 3 * _steps_per_epoch(exp)
     finally:
         for node in reversed(nodes):
-            _kill_node(node)
+            kill_node(node)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
