@@ -24,7 +24,7 @@ from pathlib import Path  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--exp-dir", type=Path, required=True)
+    parser.add_argument("--exp-dir", required=True, help="a path or an object-store URI (s3://...)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--num-gpus", type=int, default=0, help="GPU workers (then --num-workers is ignored)")

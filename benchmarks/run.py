@@ -27,7 +27,8 @@ from pathlib import Path
 
 from benchmarks.fixture import REPO
 
-COMPARISONS = ("throughput", "module_overhead", "nan_consensus", "first_step", "scaling", "batching", "sweep", "upstream")
+COMPARISONS = ("throughput", "module_overhead", "nan_consensus", "first_step", "scaling", "batching", "sweep", "upstream",
+               "storage_run", "storage_data")
 # On a GPU machine (benchmarks/gpu_check.sh): skipped without CUDA, so not in the default list.
 GPU_COMPARISONS = ("gpu_throughput", "gpu_step")
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -127,15 +128,19 @@ class Bench:
 
     # ------------------------------------------------------------------ sides
     def espnet3(self, workers: int, consensus: str = "on", steps: int | None = None, address: str | None = None,
-                gpus: int = 0) -> dict:
+                gpus: int = 0, bucket: str | None = None) -> dict:
+        """One espnet3 run; ``bucket``: its exp_dir in that bucket of :meth:`s3` instead of on disk."""
         steps = steps or self.size.warmup + self.size.measure
-        run = self.run_dir(f"espnet3_{workers}w_{consensus}" + (f"_{gpus}gpu" if gpus else ""))
+        run = self.run_dir(f"espnet3_{workers}w_{consensus}" + (f"_{gpus}gpu" if gpus else "") + ("_s3" if bucket else ""))
+        exp_dir = f"s3://{bucket}/{run.name}/exp" if bucket else str(run / "exp")
         cmd = [sys.executable, "-m", "benchmarks.espnet3_side", "--config", str(self.fixture.config),
-               "--exp-dir", str(run / "exp"), "--out", str(run / "out"), "--num-workers", str(workers),
+               "--exp-dir", exp_dir, "--out", str(run / "out"), "--num-workers", str(workers),
                "--num-gpus", str(gpus),
                "--max-steps", str(steps), "--consensus", consensus,
                "--collective-calls", str(self.size.collective_calls if consensus != "on" else 0)]
         env = bench_env()
+        if bucket:
+            env.update(self.s3()["env"], ESPNET3_STORAGE_CACHE=str(run / "storage-cache"))
         if address:
             cmd += ["--address", address]
             env["RAY_AUTH_MODE"] = "token"  # `ray start` clusters use token auth; clients must opt in
@@ -163,6 +168,20 @@ class Bench:
         if code:
             raise RuntimeError(f"plain DDP run failed with exit code {code}; see {run / 'run.log'}")
         return {"ranks": load_ranks(run / "out")}
+
+    def s3(self) -> dict:
+        """A local S3 server (moto, 127.0.0.1) with one bucket, started once; its client environment."""
+        if "s3" not in self._cache:
+            from benchmarks import s3_server
+
+            self.work.mkdir(parents=True, exist_ok=True)
+            proc, endpoint = s3_server.start(self.work / "s3_server.log")
+            atexit.register(s3_server.stop, proc)
+            bucket = f"bench-{os.getpid()}"
+            s3_server.client(endpoint).create_bucket(Bucket=bucket)
+            self._cache["s3"] = {"endpoint": endpoint, "bucket": bucket,
+                                 "env": {**s3_server.CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}}
+        return self._cache["s3"]
 
     def launch_first_step(self, address: str | None = None) -> dict:
         """``python -m espnet3.launch`` for one step; the first step's time is its first TensorBoard event."""
@@ -237,6 +256,87 @@ def compare_throughput(b: Bench) -> dict:
         "met": bool(ratio(median(e3), median(pl)) >= 0.98),
         "runs": {"espnet3": e3, "lightning_ddp": pl},
     }
+
+
+def compare_storage_run(b: Bench) -> dict:
+    """2-worker training throughput with exp_dir in a bucket (local S3 server) vs on local disk."""
+    local, bucket = [], []
+    for _ in range(b.size.reps):
+        bucket.append(throughput(b.espnet3(2, bucket=b.s3()["bucket"])["ranks"], b.size.warmup))
+        local.append(throughput(b.espnet3(2)["ranks"], b.size.warmup))
+    r = ratio(median(bucket), median(local))
+    return {"bucket_utt_per_s": median(bucket), "local_utt_per_s": median(local), "ratio": r,
+            "goal": ">= 0.98", "met": bool(r is not None and r >= 0.98), "runs": {"bucket": bucket, "local": local}}
+
+
+def _read_split(data: Path) -> tuple[int, float]:
+    """Read every item of a wav.scp (or a shard directory) through espnet3's dataset, in its
+    order; (items, seconds)."""
+    from espnet3.data.dataset import build_dataset, dataset_keys
+    from espnet3.data.sources import SplitSource
+
+    start = time.perf_counter()
+    raw = str(data) if data.is_dir() else [[str(data), "speech", "sound"]]
+    dataset = build_dataset(SplitSource.parse("bench", raw), None)
+    keys = dataset_keys(dataset)
+    for key in keys:
+        if data.is_dir():  # the audio stream only (its text is a list file, and unprocessed text is a str)
+            dataset.loader_dict["speech"][key]
+        else:
+            dataset[key]
+    return len(keys), time.perf_counter() - start
+
+
+def compare_storage_data(b: Bench) -> dict:
+    """Utterances per second read from local disk vs from the bucket, one GET per audio file as a
+    DataLoader worker does (cold local copies every repetition), and the same after the parallel
+    prefetch the launcher's data check makes (16 threads), and from shards in the bucket
+    (``espnet3.data.shard``, 100 utterances per shard at the quick size, streamed)."""
+    from benchmarks import s3_server
+    from espnet3 import storage
+    from espnet3.data import remote
+    from espnet3.data.shard import convert
+
+    s3 = b.s3()
+    corpus = Path(b.cfg.data.train).parent
+    if "corpus" not in b._cache:
+        b._cache["corpus"] = s3_server.upload_corpus(s3["endpoint"], s3["bucket"], corpus, "corpus")
+    uri = b._cache["corpus"]
+    saved = {k: os.environ.get(k) for k in [*s3["env"], storage.CACHE_ENV]}
+    local, sequential, prefetched, sharded = [], [], [], []
+    try:
+        os.environ.update(s3["env"])
+        shards = f"{uri}/shards/train"
+        if "shards" not in b._cache:
+            os.environ[storage.CACHE_ENV] = str(b.work / "storage-cache" / "convert")
+            convert(f"{uri}/train", shards, utterances_per_shard=max(10, b.size.num_train // 3))
+            b._cache["shards"] = shards
+        for rep in range(max(2, b.size.reps)):
+            n, seconds = _read_split(corpus / "train" / "wav.scp")
+            local.append(n / seconds)
+            for mode, results in (("sequential", sequential), ("prefetched", prefetched), ("sharded", sharded)):
+                os.environ[storage.CACHE_ENV] = str(b.work / "storage-cache" / f"{mode}{rep}")
+                shutil.rmtree(os.environ[storage.CACHE_ENV], ignore_errors=True)
+                start = time.perf_counter()
+                if mode == "sharded":
+                    n, _ = _read_split(remote.fetch_directory(storage.local_copy(shards)))
+                    results.append(n / (time.perf_counter() - start))
+                    continue
+                wav_scp = remote.fetch_list(storage.local_copy(f"{uri}/train/wav.scp"))
+                if mode == "prefetched":
+                    remote.fetch_items(p for paths in remote.item_files(wav_scp).values() for p in paths)
+                n, seconds = _read_split(wav_scp)
+                results.append(n / (time.perf_counter() - start))
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    return {"local_utt_per_s": median(local), "bucket_one_get_per_file_utt_per_s": median(sequential),
+            "bucket_prefetched_utt_per_s": median(prefetched), "bucket_sharded_utt_per_s": median(sharded),
+            "ratio_one_get_per_file": ratio(median(sequential), median(local)),
+            "ratio_prefetched": ratio(median(prefetched), median(local)),
+            "ratio_sharded": ratio(median(sharded), median(local)),
+            "ratio_sharded_vs_one_get_per_file": ratio(median(sharded), median(sequential)),
+            "runs": {"local": local, "sequential": sequential, "prefetched": prefetched, "sharded": sharded}}
 
 
 def median_step_ms(ranks: list[dict], warmup: int) -> float:
@@ -539,6 +639,8 @@ RUNNERS = {
     "batching": compare_batching,
     "sweep": compare_sweep,
     "upstream": compare_upstream,
+    "storage_run": compare_storage_run,
+    "storage_data": compare_storage_data,
     "gpu_throughput": compare_gpu_throughput,
     "gpu_step": compare_gpu_step,
 }
@@ -586,6 +688,17 @@ ROWS = {
                        ("median step (ms), espnet3 / Lightning", "espnet3_step_ms"), ("goal met", "met")],
     "gpu_step": [("espnet3 step (ms)", "pipeline_step_ms"), ("model-only step, batches on the GPU (ms)", "model_step_ms"),
                  ("ratio (goal <= 1.1)", "ratio"), ("utterances per batch", "utterances_per_batch"), ("goal met", "met")],
+    "storage_run": [("2 workers, exp_dir in the bucket utt/s", "bucket_utt_per_s"),
+                    ("2 workers, exp_dir on local disk utt/s", "local_utt_per_s"),
+                    ("ratio bucket / local (goal >= 0.98)", "ratio"), ("goal met", "met")],
+    "storage_data": [("local disk utt/s", "local_utt_per_s"),
+                     ("bucket, one GET per audio file utt/s", "bucket_one_get_per_file_utt_per_s"),
+                     ("bucket, prefetched (16 threads) utt/s", "bucket_prefetched_utt_per_s"),
+                     ("bucket, shards streamed utt/s", "bucket_sharded_utt_per_s"),
+                     ("ratio one GET per file / local", "ratio_one_get_per_file"),
+                     ("ratio prefetched / local", "ratio_prefetched"),
+                     ("ratio shards / local", "ratio_sharded"),
+                     ("ratio shards / one GET per file", "ratio_sharded_vs_one_get_per_file")],
     "upstream": [("upstream ESPnet3 module utt/s", "upstream_utt_per_s"),
                  ("plain module utt/s", "lightning_ddp_utt_per_s"),
                  ("ratio upstream / plain", "ratio_upstream_vs_plain"),

@@ -201,10 +201,17 @@ def test_a_run_lives_in_the_bucket_train_resume_evaluate_pack(s3_bucket, s3_serv
                                                              ray_cluster, monkeypatch):
     """With the corpus in the bucket too: train one epoch, lose every local copy (a new machine),
     ``--resume`` for the second epoch with evaluation, lose the copies again, then
-    ``--stages infer measure pack`` from the bucket."""
+    ``--stages infer measure pack`` from the bucket. The training split is sharded
+    (``espnet3.data.shard``, bucket to bucket), valid and test are dump directories: both forms."""
+    from espnet3.data.shard import convert
+
     monkeypatch.chdir(tmp_path)
     run = f"s3://{s3_bucket}/exp/tiny"
-    data = _bucket_data(s3_local.upload_corpus(s3_server, s3_bucket, digits_corpus, "dump/raw"))
+    corpus = s3_local.upload_corpus(s3_server, s3_bucket, digits_corpus, "dump/raw")
+    convert(f"{corpus}/train", f"s3://{s3_bucket}/shards/train", utterances_per_shard=16)
+    assert sorted(k for k in s3_local.objects(s3_server, s3_bucket, "shards/train/") if k.endswith(".tar")) == [
+        f"shards/train/shard-00000{i}.tar" for i in range(4)]
+    data = [*_bucket_data(corpus), f"data.train=s3://{s3_bucket}/shards/train"]
     cache = storage.cache_root()
     assert _launch(tmp_path, f"exp_dir={run}", *data, "trainer.max_epochs=1", "--stages", "train") == 0
     shutil.rmtree(cache)
@@ -227,7 +234,8 @@ def test_a_run_lives_in_the_bucket_train_resume_evaluate_pack(s3_bucket, s3_serv
     assert len(run_record["previous_launches"]) == 1  # the first launch, read back from the bucket
     scores = json.loads(storage.read_text(f"{run}/infer/test/metrics.json"))
 
-    assert saved["data"]["train"] == f"s3://{s3_bucket}/dump/raw/train"
+    assert saved["data"]["train"] == f"s3://{s3_bucket}/shards/train"
+    assert not list(cache.rglob("*.tar"))  # shards are streamed, never copied
     shutil.rmtree(cache)
     assert _launch(tmp_path, f"exp_dir={run}", *data, "--stages", "infer", "measure", "pack") == 0
     assert json.loads(storage.read_text(f"{run}/infer/test/metrics.json")) == scores

@@ -213,9 +213,15 @@ def check_split(source: SplitSource) -> None:
         lines = check_triple(triple, source.key)
         if lines is not None:
             checked.append((triple.path, lines))
+    if source.shards is not None:
+        checked.insert(0, _check_shards(source))
     for (a_path, a_lines), (b_path, b_lines) in _pairs(checked):
-        _check_same_keys(a_path, a_lines, b_path, b_lines, "a line")
-        _check_same_keys(b_path, b_lines, a_path, a_lines, "a line")
+        try:
+            _check_same_keys(a_path, a_lines, b_path, b_lines, "a line")
+            _check_same_keys(b_path, b_lines, a_path, a_lines, "a line")
+        except DataError as err:
+            uri = storage.uri_of(a_path.parent)  # a directory in object storage: named by its URI
+            raise DataError(str(err).replace(str(a_path.parent), uri) if uri else str(err)) from None
     if source.directory is not None and (source.directory / "utt2spk").is_file() and checked:
         # Kaldi's validate_data_dir rule; ESPnet2's spk/lid recipes read utt2spk as labels.
         utt2spk = source.directory / "utt2spk"
@@ -223,6 +229,22 @@ def check_split(source: SplitSource) -> None:
         first_path, first_lines = checked[0]
         _check_same_keys(first_path, first_lines, utt2spk, spk_lines, "a speaker")
         _check_same_keys(utt2spk, spk_lines, first_path, first_lines, "audio")
+
+
+def _check_shards(source: SplitSource) -> tuple[Path, dict[str, int]]:
+    """Every shard ``shards.json`` names exists; returns the manifest's utterances, in its order
+    (matched against the list files like a data file's lines)."""
+    from espnet3.data.shard_format import MANIFEST, ShardManifest
+
+    manifest = ShardManifest.load(source.shards, source.key)
+    for shard in manifest.shards:
+        if not storage.is_file(manifest.location(shard)):
+            raise DataError(
+                f"`{source.key}`: {manifest.location(shard)}, named by {storage.join(manifest.root, MANIFEST)}, "
+                "does not exist; upload the whole shard directory, or convert the data again"
+            )
+    keys = {key: i for i, key in enumerate(manifest.keys, 1)}
+    return source.shards / MANIFEST, keys
 
 
 def _pairs(checked: list[tuple[Path, dict[str, int]]]) -> Iterable[tuple]:

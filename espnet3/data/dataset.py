@@ -1,7 +1,7 @@
 """One split as a map-style dataset addressed by utterance id, as ESPnet2's batch samplers need.
 
 Triples (and the Kaldi shorthand) load through ESPnet2's own ``ESPnetDataset``, with every loader
-type it has. A ``_target_`` dataset is the user's class: items are ``(utt_id, dict)`` or a dict of
+type it has; a shard directory through the same class, its array streams read from the shards. A ``_target_`` dataset is the user's class: items are ``(utt_id, dict)`` or a dict of
 arrays, addressed by their index as a string, preprocessed and typed as ESPnetDataset would.
 """
 
@@ -84,8 +84,15 @@ def build_dataset(source: SplitSource, preprocess: Preprocess | None) -> Dataset
         return TargetDataset(instantiate(source.target, _convert_="all"), preprocess, source.key)
     from espnet3.data import remote
 
-    triples = source.resolved().triples
+    source = source.resolved()
+    triples = source.triples
     remote.ensure_lists(t.path for t in triples)  # a node the launcher never wrote to
+    if source.shards is not None:
+        from espnet3.data.shard_dataset import ShardedESPnetDataset
+        from espnet3.data.shard_format import ShardManifest
+
+        manifest = ShardManifest.load(source.shards, source.key)
+        return ShardedESPnetDataset(manifest, [t.as_espnet2() for t in triples], preprocess)
     espnet_dataset = import_espnet2("espnet2.train.dataset").ESPnetDataset
     dataset = espnet_dataset([t.as_espnet2() for t in triples], preprocess=preprocess)
     return remote.with_fetching(dataset, [t.path for t in triples])

@@ -48,6 +48,8 @@ class LoaderSpec:
         pin_memory: ``null``: on for GPU workers.
         prefetch_factor: batches each DataLoader process prepares ahead (with ``num_workers`` > 0).
         persistent_workers: keep DataLoader processes across epochs (with ``num_workers`` > 0).
+        shuffle_buffer: sharded data (:mod:`espnet3.data.shard_sampler`): utterances batched
+            together from each DataLoader worker's stream of shards; a larger buffer mixes more.
     """
 
     batch_type: str = "numel"
@@ -65,13 +67,14 @@ class LoaderSpec:
     pin_memory: bool | None = None
     prefetch_factor: int = 2
     persistent_workers: bool = True
+    shuffle_buffer: int = 2000
 
     def __post_init__(self) -> None:
         if self.batch_type not in BATCH_TYPES:
             raise DataError(
                 f"`dataloader.batch_type` is {self.batch_type!r}; expected one of {', '.join(BATCH_TYPES)}"
             )
-        for key in ("batch_bins", "batch_size", "min_batch_size", "prefetch_factor"):
+        for key in ("batch_bins", "batch_size", "min_batch_size", "prefetch_factor", "shuffle_buffer"):
             _positive_int(getattr(self, key), key)
         if self.max_batch_size is not None:
             _positive_int(self.max_batch_size, "max_batch_size")

@@ -93,8 +93,18 @@ class DataPlan:
         return path
 
     def batches(self, split: str, epoch: int = 0) -> list[tuple[str, ...]]:
-        """ESPnet2's batches of the split (utterance ids); ``epoch`` matters for catbel / catpow only."""
+        """ESPnet2's batches of the split (utterance ids); ``epoch`` matters for catbel / catpow only.
+
+        A sharded split's come in shard order (one pass reads each shard once)."""
         shapes = self.shapes(split)
+        source = self.source(split)
+        if source.shards is not None:
+            from espnet3.data.shard_format import ShardManifest
+            from espnet3.data.shard_sampler import epoch_plan
+
+            manifest = ShardManifest.load(source.shards, source.key)
+            return [tuple(b) for b in epoch_plan(manifest, self.loader, world_size=1, num_workers=0,
+                                                 shuffle=False, seed=self.seed, epoch=epoch)[0]]
         return espnet2_batches(self.loader, shapes.files, self._category_file(split), epoch=epoch + 1)
 
     def dataloader(
@@ -112,15 +122,24 @@ class DataPlan:
         ``batch_sampler.sampler``) at every epoch start; other loops should call it themselves.
         """
         shapes = self.shapes(split)
-        category = self._category_file(split)
-        sampler = DistributedBatchSampler(
-            espnet2_batches(self.loader, shapes.files, category, epoch=1),
-            rank=rank,
-            world_size=world_size,
-            shuffle=split == "train",
-            seed=self.seed,
-            epoch_batches=category_epoch_batches(self.loader, shapes.files, category) if category else None,
-        )
+        source = self.source(split)
+        if source.shards is not None:  # batches that keep each DataLoader worker on its own shards
+            from espnet3.data.shard_format import ShardManifest
+            from espnet3.data.shard_sampler import ShardBatchSampler
+
+            sampler = ShardBatchSampler(ShardManifest.load(source.shards, source.key), self.loader, rank=rank,
+                                        world_size=world_size, num_workers=num_workers, shuffle=split == "train",
+                                        seed=self.seed)
+        else:
+            category = self._category_file(split)
+            sampler = DistributedBatchSampler(
+                espnet2_batches(self.loader, shapes.files, category, epoch=1),
+                rank=rank,
+                world_size=world_size,
+                shuffle=split == "train",
+                seed=self.seed,
+                epoch_batches=category_epoch_batches(self.loader, shapes.files, category) if category else None,
+            )
         return make_dataloader(
             self.dataset(split),
             sampler,
@@ -181,6 +200,15 @@ def _check_fold_lengths(loader: LoaderSpec, source: SplitSource) -> None:
         f"`{source.key}` has {len(source.names)} data stream(s) ({names}); give one length per stream, in "
         f"the order of `{source.key}`, e.g. fold_length: {list(loader.fold_length[: len(source.names)])}"
     )
+
+
+def _check_sharded(loader: LoaderSpec, source: SplitSource) -> None:
+    if source.shards is not None and loader.by_category:
+        raise DataError(
+            f"`dataloader.batch_type: {loader.batch_type}` draws utterances by category from the whole split, "
+            f"which a sharded split (`{source.key}`: {source.description}) streams shard by shard; use numel, "
+            "length, folded, sorted or unsorted batches, or the unsharded data directory"
+        )
 
 
 def _preprocess_spec(cfg: Mapping[str, Any], data: DataSpec) -> tuple[PreprocessSpec, tuple[TokenStream, ...]]:
@@ -247,6 +275,7 @@ def build_data_plan(cfg: Mapping[str, Any], *, splits: Iterable[str] | None = No
     loader = LoaderSpec.from_config(plain_mapping(cfg.get("dataloader") or {}, "dataloader"))
     for split in (s for s in splits if s in ("train", "valid")):
         _check_fold_lengths(loader, data.split(split))
+        _check_sharded(loader, data.split(split))
     return DataPlan(
         data=data,
         preprocess=preprocess,

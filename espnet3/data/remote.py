@@ -78,13 +78,14 @@ def fetch_list(path: str | os.PathLike, refresh: bool = False) -> Path:
 
 def fetch_directory(path: str | os.PathLike, refresh: bool = False) -> Path:
     """A Kaldi directory's local copy: every file directly in it (``wav.scp``, ``text``, ``utt2spk``,
-    ``category2utt``, ...); what its subdirectories hold (audio) is fetched as items need it."""
+    ``category2utt``, ...); what its subdirectories hold (audio) is fetched as items need it, and a
+    shard directory's ``.tar`` shards are streamed, never copied."""
     path = Path(path)
     uri = storage.uri_of(path)
     if uri is None:
         return path
     for name in storage.listdir(uri):
-        if storage.is_file(storage.join(uri, name)):
+        if not name.endswith(".tar") and storage.is_file(storage.join(uri, name)):
             fetch_list(path / name, refresh=refresh)
     return path
 

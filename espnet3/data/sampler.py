@@ -93,22 +93,29 @@ def split_to_multiple(batches: Sequence[Batch], world_size: int) -> list[list]:
     Splits the batch with the most utterances (the first such) into two contiguous halves until the
     count divides; see the module docstring for the all-singletons fallback.
     """
-    batches = [list(b) for b in batches]
     num_utts = sum(len(b) for b in batches)
     if num_utts < world_size:
         raise ValueError(
             f"{num_utts} utterance(s) cannot be shared by {world_size} training workers; "
             "use fewer workers or more data"
         )
-    while len(batches) % world_size:
+    return split_to_count(batches, -(-len(batches) // world_size) * world_size, f"{world_size} workers")
+
+
+def split_to_count(batches: Sequence[Batch], count: int, among: str) -> list[list]:
+    """``count`` batches (at least as many as given), made by halving the batch with the most
+    utterances again and again; when every batch holds one utterance, the first (shortest in
+    ascending order) are repeated instead, with a warning. ``among`` names who shares them."""
+    batches = [list(b) for b in batches]
+    while len(batches) < count:
         k = max(range(len(batches)), key=lambda j: len(batches[j]))
         if len(batches[k]) == 1:
-            missing = world_size - len(batches) % world_size
+            missing = count - len(batches)
             warnings.warn(
                 f"every batch holds one utterance and {len(batches)} batches do not divide among "
-                f"{world_size} workers: repeating the {missing} shortest batch(es) in every epoch "
+                f"{among}: repeating the {missing} shortest batch(es) in every epoch "
                 "(raise dataloader.batch_size / batch_bins to avoid it)",
-                stacklevel=2,
+                stacklevel=3,
             )
             return batches + [list(b) for b in batches[:missing]]
         half = len(batches[k]) // 2

@@ -12,6 +12,9 @@ validated with, before any training worker starts, so that:
 The files live in ``<stats_dir>/<split>/`` beside a ``shapes.json`` manifest that records what they
 were computed from (file sizes and times, the preprocessing options and token lists, whether the
 training-time preprocessor was used); a change to any of those recomputes them. Every file is written atomically, the manifest last.
+
+A shard directory's shape files are its ``shards.json`` lengths (its array streams, as converted):
+no shard is opened.
 """
 
 from __future__ import annotations
@@ -50,16 +53,22 @@ class SplitShapes:
 def _source_stamp(source: SplitSource) -> Any:
     if source.target is not None:
         return {"target": source.target}
+    source = source.resolved()
+    files = [(t.path, t.name, t.type) for t in source.triples]
+    if source.shards is not None:
+        from espnet3.data.shard_format import MANIFEST
+
+        files.insert(0, (source.shards / MANIFEST, "shards", "manifest"))
     stamps = []
-    for triple in source.resolved().triples:
-        uri = storage.uri_of(triple.path)
+    for path, name, kind in files:
+        uri = storage.uri_of(path)
         if uri is None:
-            stat = triple.path.stat()
+            stat = path.stat()
             size, mtime = stat.st_size, stat.st_mtime_ns
         else:  # the object's, the same on every node (a local copy's time is when it was fetched)
             info = storage.info(uri)
             size, mtime = info.size, info.mtime_ns
-        stamps.append([uri or str(triple.path), triple.name, triple.type, size, mtime])
+        stamps.append([uri or str(path), name, kind, size, mtime])
     return stamps
 
 
@@ -161,6 +170,13 @@ def ensure_shapes(
         if manifest.get("fingerprint") == stamp and all(f.is_file() for f in files):
             return SplitShapes(tuple(manifest["names"]), files, manifest["num_utterances"])
     started = time.monotonic()
+    resolved = source.resolved()
+    if resolved.shards is not None:  # the manifest has the lengths: no shard is opened
+        from espnet3.data.shard_format import ShardManifest
+
+        manifest = ShardManifest.load(resolved.shards, source.key)
+        return _write_shapes(out_dir, stamp, list(manifest.names), {n: manifest.shape_lines(n) for n in manifest.names},
+                             "from shards.json", started, log)
     keys = dataset_keys(build_dataset(source, None)) if parallel or defer_large else None
     if defer_large and not parallel and len(keys) > UTTERANCES_PER_SHARD:
         return None
@@ -174,17 +190,22 @@ def ensure_shapes(
         names, shapes = _measure_in_ray(source, preprocess, keys, num_shards, cpus_per_shard, train)
     else:
         names, shapes = measure(source, preprocess, keys, train)
-    ordered = _sorted_names(names, source)
+    how = f"{num_shards} task{'s' if num_shards > 1 else ''}"
+    return _write_shapes(out_dir, stamp, list(_sorted_names(names, source)), shapes, how, started, log)
+
+
+def _write_shapes(out_dir: Path, stamp: Any, ordered: list[str], shapes: dict[str, dict[str, str]], how: str,
+                  started: float, log: bool) -> SplitShapes:
     utt_order = list(shapes[ordered[0]])
     files = []
     for name in ordered:
         lines = shapes[name]
         files.append(atomic_write(out_dir / f"{name}_shape", "".join(f"{u} {lines[u]}\n" for u in utt_order)))
-    atomic_write_json(manifest_path, {"fingerprint": stamp, "names": list(ordered), "num_utterances": len(utt_order)})
+    atomic_write_json(out_dir / MANIFEST, {"fingerprint": stamp, "names": ordered, "num_utterances": len(utt_order)})
     if log:
         print(
             f"[espnet3] shapes [{out_dir.name}]: {len(utt_order)} utterances, {', '.join(ordered)} "
-            f"({num_shards} task{'s' if num_shards > 1 else ''}, {time.monotonic() - started:.1f}s) -> {out_dir}",
+            f"({how}, {time.monotonic() - started:.1f}s) -> {out_dir}",
             flush=True,
         )
-    return SplitShapes(ordered, tuple(files), len(utt_order))
+    return SplitShapes(tuple(ordered), tuple(files), len(utt_order))

@@ -3,7 +3,8 @@
 The three forms a ``data.train`` / ``data.valid`` / ``data.test.<name>`` entry may take:
 
 * a directory path (the shorthand): ``wav.scp`` is read as ``speech`` and ``text`` as ``text``,
-  exactly what ``asr.sh`` passes for a ``dump/raw`` directory;
+  exactly what ``asr.sh`` passes for a ``dump/raw`` directory; or a shard directory written by
+  ``python -m espnet3.data.shard`` (its ``shards.json`` says so, :mod:`espnet3.data.shard_format`);
 * a list of ESPnet2 triples, written as ``[path, name, type]`` lists or ``"path,name,type"``
   strings (``--train_data_path_and_name_and_type``), with any loader type of ESPnet2's
   ``espnet2.train.dataset.DATA_TYPES``;
@@ -68,12 +69,16 @@ class SplitSource:
         triples: the ESPnet2 data streams; empty for a ``_target_`` dataset or an unresolved shorthand.
         directory: the Kaldi directory of the shorthand form.
         target: the ``{_target_: ...}`` block of a dataset class.
+        shards: a shard directory (once resolved); its array streams are ``shard_names`` and
+            ``triples`` are its list files (``text``...).
     """
 
     key: str
     triples: tuple[DataTriple, ...] = ()
     directory: Path | None = None
     target: dict[str, Any] | None = None
+    shards: Path | None = None
+    shard_names: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, key: str, raw: Any) -> SplitSource:
@@ -104,7 +109,8 @@ class SplitSource:
     @property
     def names(self) -> tuple[str, ...]:
         """The data keys this split provides (empty for a ``_target_`` dataset: known only once loaded)."""
-        return tuple(t.name for t in self.resolved().triples)
+        resolved = self.resolved()
+        return resolved.shard_names + tuple(t.name for t in resolved.triples)
 
     @property
     def description(self) -> str:
@@ -116,8 +122,14 @@ class SplitSource:
 
     def resolved(self) -> SplitSource:
         """The shorthand turned into triples (needs the directory to exist); other forms unchanged."""
-        if self.directory is None or self.triples:
+        if self.directory is None or self.triples or self.shards is not None:
             return self
+        from espnet3.data.shard_format import ShardManifest, is_shard_dir
+
+        if is_shard_dir(self.directory):
+            manifest = ShardManifest.load(self.directory, self.key)
+            return replace(self, shards=self.directory, shard_names=manifest.names,
+                           triples=tuple(DataTriple(self.directory / f, n, t) for f, n, t in manifest.lists))
         return replace(self, triples=shorthand_triples(self.directory, self.key))
 
     def with_absolute_paths(self) -> SplitSource:
@@ -125,6 +137,7 @@ class SplitSource:
         return replace(
             self,
             directory=self.directory.resolve() if self.directory is not None else None,
+            shards=self.shards.resolve() if self.shards is not None else None,
             triples=tuple(replace(t, path=t.path.resolve()) for t in self.triples),
         )
 

@@ -149,12 +149,16 @@ def _savez(path: Path, stats: FeatStats, key: str) -> None:
         np.savez(f, count=stats.count[key], sum=stats.sum[key], sum_square=stats.sum_square[key])
 
 
-def _shards(batches: list[tuple[str, ...]], num_shards: int) -> list[list[tuple[str, ...]]]:
-    """Deal whole batches round-robin (neighbours in length, so shards cost about the same).
+def _shards(batches: list[tuple[str, ...]], num_shards: int, contiguous: bool = False) -> list[list[tuple[str, ...]]]:
+    """Deal whole batches round-robin (neighbours in length, so shards cost about the same), or in
+    contiguous runs for sharded data (its batches come in shard order: each task streams its own shards).
 
     Whole batches, because a frontend's last frames depend on the padding around an utterance:
     keeping every batch intact gives each utterance the same features it gets in one process.
     """
+    if contiguous:
+        size = -(-len(batches) // num_shards)
+        return [batches[k * size : (k + 1) * size] for k in range(num_shards)]
     return [batches[k::num_shards] for k in range(num_shards)]
 
 
@@ -184,7 +188,7 @@ def _run_split(
         return collect_shard(model_factory, model_cfg, plan, split, batches)
     import ray
 
-    shards = _shards(batches, num_shards)
+    shards = [own for own in _shards(batches, num_shards, plan.source(split).shards is not None) if own]
     remote = ray.remote(num_cpus=num_cpus_per_shard)(_collect_shard_logged)
     logs = Path(plan.stats_dir) / "logs"
     from espnet3 import storage

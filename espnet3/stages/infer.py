@@ -128,8 +128,11 @@ class InferenceWorker:
 
 
 def _length_order(plan: DataPlan, split: str) -> list[str]:
-    """Utterance ids, longest first (by the split's sort-key shape file)."""
+    """Utterance ids, longest first (by the split's sort-key shape file); a sharded split's in
+    shard order, so that each inference worker streams its shards once."""
     shapes = plan.shapes(split)
+    if plan.source(split).shards is not None:
+        return [u for u, _ in (line.split(maxsplit=1) for line in shapes.files[0].read_text(encoding="utf-8").splitlines())]
     lengths = {}
     for line in shapes.files[0].read_text(encoding="utf-8").splitlines():
         utt, shape = line.split(maxsplit=1)
