@@ -41,6 +41,7 @@ MANIFEST = "shards.json"
 FORMAT = "espnet3-shards"
 VERSION = 1
 SHARD_NAME = "shard-{:06d}.tar"
+STREAM_BUFFER = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,8 @@ class ShardReader:
     def _open(self, index: int) -> None:
         self.close()
         fs, path = storage.filesystem(self.manifest.location(self.manifest.shards[index]))
-        self._stream = fs.open_input_stream(path)
+        # Buffered: tarfile reads 512-byte blocks, and an unbuffered S3 stream makes a request per read.
+        self._stream = fs.open_input_stream(path, buffer_size=STREAM_BUFFER)
         self._tar = tarfile.open(fileobj=self._stream, mode="r|")
         self._members = iter(self._tar)
         self._shard, self._position = index, 0
