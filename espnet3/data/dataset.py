@@ -51,13 +51,13 @@ class TargetDataset(Dataset):
                 f"`{self.where}` item {key} is a {type(item).__name__}; expected (utt_id, dict of arrays) "
                 "or a dict of arrays"
             )
-        data = {name: _as_array(value) for name, value in data.items()}
+        data = {name: as_array(value) for name, value in data.items()}
         if self.preprocess is not None:
             data = self.preprocess(utt_id, data)
         return utt_id, {name: _typed(name, value, self.where) for name, value in data.items()}
 
 
-def _as_array(value: Any) -> Any:
+def as_array(value: Any) -> Any:
     if hasattr(value, "numpy") and callable(value.numpy):
         return value.detach().cpu().numpy() if hasattr(value, "detach") else value.numpy()
     if isinstance(value, numbers.Number):

@@ -92,17 +92,24 @@ class DataPlan:
             )
         return path
 
+    def _manifest(self, split: str):
+        """The split's ``shards.json`` (:class:`espnet3.data.shard_format.ShardManifest`), or None."""
+        source = self.source(split)
+        if source.shards is None:
+            return None
+        from espnet3.data.shard_format import ShardManifest
+
+        return ShardManifest.load(source.shards, source.key)
+
     def batches(self, split: str, epoch: int = 0) -> list[tuple[str, ...]]:
         """ESPnet2's batches of the split (utterance ids); ``epoch`` matters for catbel / catpow only.
 
         A sharded split's come in shard order (one pass reads each shard once)."""
         shapes = self.shapes(split)
-        source = self.source(split)
-        if source.shards is not None:
-            from espnet3.data.shard_format import ShardManifest
+        manifest = self._manifest(split)
+        if manifest is not None:
             from espnet3.data.shard_sampler import epoch_plan
 
-            manifest = ShardManifest.load(source.shards, source.key)
             return [tuple(b) for b in epoch_plan(manifest, self.loader, world_size=1, num_workers=0,
                                                  shuffle=False, seed=self.seed, epoch=epoch)[0]]
         return espnet2_batches(self.loader, shapes.files, self._category_file(split), epoch=epoch + 1)
@@ -122,14 +129,12 @@ class DataPlan:
         ``batch_sampler.sampler``) at every epoch start; other loops should call it themselves.
         """
         shapes = self.shapes(split)
-        source = self.source(split)
-        if source.shards is not None:  # batches that keep each DataLoader worker on its own shards
-            from espnet3.data.shard_format import ShardManifest
+        manifest = self._manifest(split)
+        if manifest is not None:  # batches that keep each DataLoader worker on its own shards
             from espnet3.data.shard_sampler import ShardBatchSampler
 
-            sampler = ShardBatchSampler(ShardManifest.load(source.shards, source.key), self.loader, rank=rank,
-                                        world_size=world_size, num_workers=num_workers, shuffle=split == "train",
-                                        seed=self.seed)
+            sampler = ShardBatchSampler(manifest, self.loader, rank=rank, world_size=world_size,
+                                        num_workers=num_workers, shuffle=split == "train", seed=self.seed)
         else:
             category = self._category_file(split)
             sampler = DistributedBatchSampler(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import numbers
 import os
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from espnet3 import storage
+from espnet3.data.dataset import as_array
 from espnet3.data.errors import DataError
 from espnet3.data.shard_format import MANIFEST, SHARD_NAME, Shard, ShardManifest, ShardStream, write_shard
 from espnet3.data.sources import SplitSource
@@ -51,26 +51,16 @@ def _source(src: str) -> SplitSource:
 
 def _value(value) -> np.ndarray:
     """A loader's value as ESPnetDataset keeps it before preprocessing."""
-    if hasattr(value, "numpy"):
-        value = value.numpy()
-    elif isinstance(value, numbers.Number):
-        value = np.array([value])
-    elif isinstance(value, list):
-        value = np.array(value)
+    value = as_array(value)
     if not isinstance(value, np.ndarray):
         raise DataError(f"a shard holds arrays; the loader returned a {type(value).__name__}")
     return value
 
 
-def convert_shard(storage_env: dict[str, str], src: str, out: str, index: int, keys: Sequence[str],
-                  names: Sequence[str]) -> Shard:
-    """Load ``keys`` of SRC and write them as shard ``index`` of OUT (also a Ray task)."""
-    from espnet3.data.dataset import build_dataset
-
+def write_items(dataset, src: str, out: str, index: int, keys: Sequence[str], names: Sequence[str]) -> Shard:
+    """Load ``keys`` from ``dataset`` (SRC's) and write them as shard ``index`` of OUT."""
     from espnet3.data import remote
 
-    storage.use_env(storage_env)
-    dataset = build_dataset(_source(src), None)
     fetched = [p for key in keys for p in getattr(dataset, "files", {}).get(key, [])]  # audio in a bucket
     missing = remote.fetch_items(fetched)
     if missing:
@@ -94,6 +84,15 @@ def convert_shard(storage_env: dict[str, str], src: str, out: str, index: int, k
     return Shard(path.name, tuple(keys), {n: tuple(v) for n, v in shapes.items()})
 
 
+def convert_shard(storage_env: dict[str, str], source: SplitSource, src: str, out: str, index: int,
+                  keys: Sequence[str], names: Sequence[str]) -> Shard:
+    """:func:`write_items` in a Ray task, on a node that fetches only the list files it lacks."""
+    from espnet3.data.dataset import build_dataset
+
+    storage.use_env(storage_env)
+    return write_items(build_dataset(source, None), src, out, index, keys, names)
+
+
 def convert(src: str, out: str, *, utterances_per_shard: int = UTTERANCES_PER_SHARD, num_workers: int = 1,
             address: str | None = None) -> ShardManifest:
     """Convert SRC into shards in OUT; returns the manifest written (last) to ``OUT/shards.json``."""
@@ -111,14 +110,15 @@ def convert(src: str, out: str, *, utterances_per_shard: int = UTTERANCES_PER_SH
     lists = [t for t in source.triples if t.type in LIST_TYPES]
     if not arrays:
         raise DataError(f"SRC {src} has no audio or feature stream to shard (only {', '.join(t.name for t in lists)})")
-    keys = dataset_keys(build_dataset(source, None))
+    dataset = build_dataset(source, None)
+    keys = dataset_keys(dataset)
     chunks = [keys[i : i + utterances_per_shard] for i in range(0, len(keys), utterances_per_shard)]
     names = [t.name for t in arrays]
     started = time.monotonic()
     if num_workers == 1 or len(chunks) == 1:
-        shards = [convert_shard(storage.worker_env(), src, out, i, chunk, names) for i, chunk in enumerate(chunks)]
+        shards = [write_items(dataset, src, out, i, chunk, names) for i, chunk in enumerate(chunks)]
     else:
-        shards = _convert_in_ray(src, out, chunks, names, num_workers, address)
+        shards = _convert_in_ray(source, src, out, chunks, names, num_workers, address)
     directory = source.directory
     sharded_files = {t.path.name for t in arrays}
     for name in sorted(storage.listdir(storage.home(directory))):
@@ -137,7 +137,7 @@ def convert(src: str, out: str, *, utterances_per_shard: int = UTTERANCES_PER_SH
     return manifest
 
 
-def _convert_in_ray(src: str, out: str, chunks: list[list[str]], names: list[str], num_workers: int,
+def _convert_in_ray(source: SplitSource, src: str, out: str, chunks: list[list[str]], names: list[str], num_workers: int,
                     address: str | None) -> list[Shard]:
     import ray
 
@@ -152,7 +152,7 @@ def _convert_in_ray(src: str, out: str, chunks: list[list[str]], names: list[str
     try:
         task = ray.remote(num_cpus=1)(convert_shard)
         env = storage.worker_env()
-        return ray.get([task.remote(env, src, out, i, chunk, names) for i, chunk in enumerate(chunks)])
+        return ray.get([task.remote(env, source, src, out, i, chunk, names) for i, chunk in enumerate(chunks)])
     finally:
         if started:
             ray.shutdown()
