@@ -93,6 +93,9 @@ class StepTimer(L.Callback):
         }
         if self.collective_calls and trainer.world_size > 1:
             record["collective_us"] = time_collective(self.collective_calls)
+        notice = getattr(getattr(pl_module, "nan_guard", None), "notice", None)
+        if self.collective_calls and notice is not None:
+            record["notice_read_us"] = time_notice(notice, 20 * self.collective_calls)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / f"rank{trainer.global_rank}.json"
         path.write_text(json.dumps(record))
@@ -113,6 +116,14 @@ def time_collective(calls: int) -> float:
             any_rank_true(flag)
         rounds.append((time.perf_counter() - start) / calls * 1e6)
     return sorted(rounds)[len(rounds) // 2]
+
+
+def time_notice(notice, calls: int) -> float:
+    """Microseconds per read of the local preemption notice (what each step adds to the consensus)."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        notice()
+    return (time.perf_counter() - start) / calls * 1e6
 
 
 def bench_train_loop(loop_config: dict[str, Any]) -> None:

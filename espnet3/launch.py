@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from espnet3.orchestration.launch_spec import STAGE_ALIASES, STAGES, LaunchSpec
+from espnet3.orchestration.launch_spec import STAGE_ALIASES, STAGES, LaunchSpec, parse_size
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -60,8 +60,9 @@ def parse_args(argv: list[str] | None = None) -> LaunchSpec:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--config", type=Path, help="train.yaml to run")
     target.add_argument("--sweep", type=Path, help="sweep file: a Ray Tune search over a train.yaml (docs/sweep_yaml.md)")
-    parser.add_argument("--num-gpus", type=int, default=0, help="N>0: N workers with one GPU each (nccl); 0: CPU workers (gloo)")
-    parser.add_argument("--num-workers", type=int, default=2, help="CPU workers when --num-gpus 0 (default 2)")
+    parser.add_argument("--num-gpus", default="0", help="N>0: N workers with one GPU each (nccl); MIN-MAX: an elastic "
+                        "group that starts with MIN and grows to MAX as nodes join; 0: CPU workers (gloo)")
+    parser.add_argument("--num-workers", default="2", help="CPU workers when --num-gpus 0 (default 2; MIN-MAX: elastic)")
     parser.add_argument(
         "--cpus-per-worker", type=float, default=None,
         help="CPUs (and torch threads) per worker (default: 1 per CPU worker; per GPU worker, the "
@@ -86,11 +87,15 @@ def parse_args(argv: list[str] | None = None) -> LaunchSpec:
             parser.error(f"argument --stages: invalid choice: {stage!r} (choose from {', '.join([*STAGES, *STAGE_ALIASES])})")
     args.stages = stages
     try:
+        gpus = parse_size(args.num_gpus, "--num-gpus")
+        workers = parse_size(args.num_workers, "--num-workers")
+        elastic = gpus if gpus[1] > 0 else workers
         return LaunchSpec(
             config=args.config,
             sweep=args.sweep,
-            num_gpus=args.num_gpus,
-            num_workers=args.num_workers,
+            num_gpus=gpus[1],
+            num_workers=workers[1],
+            min_workers=elastic[0] if elastic[0] != elastic[1] else None,
             cpus_per_worker=args.cpus_per_worker,
             address=args.address,
             stages=args.stages or [],
@@ -203,7 +208,7 @@ def run(spec: LaunchSpec, cfg: DictConfig) -> int:
 
     config_dir = config_code_dir(spec.config)
     print(
-        f"[espnet3] {cfg.name}: stages {' '.join(spec.stages)}; {spec.world_size} "
+        f"[espnet3] {cfg.name}: stages {' '.join(spec.stages)}; {spec.size_text()} "
         f"{'GPU' if spec.use_gpu else 'CPU'} worker(s); exp_dir {storage.home(cfg.exp_dir)}",
         flush=True,
     )

@@ -1,4 +1,6 @@
-"""Faults from outside the code, end to end: a SIGKILLed worker, a lost node, runs side by side.
+"""Faults from outside the code, end to end: a SIGKILLed worker, SIGTERM, runs side by side.
+
+(A lost node, with and without notice, is in tests/test_spot_elastic.py.)
 
 Every run here is a real ``python -m espnet3.launch`` subprocess of ``configs/tiny_asr.yaml``;
 faults are made the way they happen (``kill -9`` of a worker process found in the process table,
@@ -22,7 +24,6 @@ import pytest
 import soundfile
 import yaml
 
-from net_utils import RAY_BIN, free_ports, kill_node, ray_start
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny_asr.yaml"
@@ -115,46 +116,30 @@ def _train_workers(root: int) -> list[int]:
 
 # ------------------------------------------------------------------------------------ the tests
 @pytest.mark.slow
-@pytest.mark.timeout(TIMEOUT_S + 60)
-def test_a_sigkilled_worker_is_replaced_and_the_run_resumes_from_its_checkpoint(digits, tmp_path):
+@pytest.mark.timeout(2 * TIMEOUT_S)
+def test_a_sigkilled_worker_is_replaced_then_sigterm_stops_quietly_and_resume_finishes(digits, tmp_path):
+    """One run, two faults: a worker process SIGKILLed after the first checkpoint is replaced and
+    resumes from it; then a scheduler's preemption (or `timeout`), SIGTERM to the launcher, stops it
+    quietly, and the same command with --resume finishes the run."""
     exp = tmp_path / "exp"
     ray_tmp = Path(f"/tmp/e3ft{os.getpid()}")  # its own cluster; short: Ray's socket paths have a length limit
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "2",
-         "trainer.max_epochs=3", *_overrides(exp, digits), "--stages", "train"],
-        cwd=tmp_path, env=_env(RAY_TMPDIR=str(ray_tmp)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        _wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", proc)
-        victim = _wait_for(lambda: _train_workers(proc.pid), "a train worker process", proc)[0]
-        os.kill(victim, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=TIMEOUT_S)
-    finally:
-        proc.kill()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert proc.returncode == 0, out[-3000:]
-    assert _attempts(exp) == 2, "the worker group was started once more, and only once"
-    result = _result(exp)
-    assert result["epoch"] == 2 and result["step"] == 3 * _steps_per_epoch(exp)
-    assert (exp / "valid.loss.ave_2best.pth").is_file()
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(TIMEOUT_S + 60)
-def test_sigterm_stops_the_launcher_quietly_and_resume_finishes_the_run(digits, tmp_path):
-    """A scheduler's preemption (or `timeout`): SIGTERM to the launcher, then the same command with --resume."""
-    exp = tmp_path / "exp"
     command = [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "2",
                "trainer.max_epochs=3", *_overrides(exp, digits)]
     log = tmp_path / "first.log"
     with open(log, "w") as out:  # a file, not a pipe: nothing the launcher prints can block it
-        proc = subprocess.Popen([*command, "--stages", "train"], cwd=tmp_path, env=_env(), stdout=out, stderr=out)
+        proc = subprocess.Popen([*command, "--stages", "train"], cwd=tmp_path, env=_env(RAY_TMPDIR=str(ray_tmp)),
+                                stdout=out, stderr=out)
         try:
             _wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", proc)
+            victim = _wait_for(lambda: _train_workers(proc.pid), "a train worker process", proc)[0]
+            os.kill(victim, signal.SIGKILL)
+            _wait_for(lambda: _attempts(exp) == 2, "the replacement worker group", proc)
+            assert _attempts(exp) == 2, "the worker group was started once more, and only once"
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=90)
         finally:
             proc.kill()
+            shutil.rmtree(ray_tmp, ignore_errors=True)
     output = log.read_text()
     assert proc.returncode == 128 + signal.SIGTERM, output[-3000:]
     assert "stopped by SIGTERM" in output and "--resume" in output
@@ -164,7 +149,9 @@ def test_sigterm_stops_the_launcher_quietly_and_resume_finishes_the_run(digits, 
     resumed = subprocess.run([*command, "--resume", "--stages", "train"], cwd=tmp_path, env=_env(),
                              capture_output=True, text=True, timeout=TIMEOUT_S)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert _result(exp)["epoch"] == 2 and _result(exp)["step"] == 3 * _steps_per_epoch(exp)
+    result = _result(exp)
+    assert result["epoch"] == 2 and result["step"] == 3 * _steps_per_epoch(exp)
+    assert (exp / "valid.loss.ave_2best.pth").is_file()
 
 
 def _nan_data(root: Path) -> Path:
@@ -196,49 +183,10 @@ def test_a_failure_a_restart_cannot_cure_ends_the_run_at_once_despite_max_failur
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(TIMEOUT_S + 120)
-def test_a_killed_node_of_a_two_node_cluster_is_replaced_and_the_run_completes(digits, tmp_path):
-    """A head without CPUs (driver and Train controller) and a worker node; the worker node dies
-    after the first checkpoint, a replacement joins (as an autoscaler would start one), and the
-    run goes on from the checkpoint."""
-    ray_tmp = Path(f"/tmp/e3node{os.getpid()}")
-    env = _env(RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="token")
-    subprocess.run([str(RAY_BIN), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
-    gcs, dashboard, client = free_ports(3)
-    nodes = [ray_start(env, "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
-                        f"--ray-client-server-port={client}", "--num-cpus=0", "--include-dashboard=true")]
-    address = f"127.0.0.1:{gcs}"
-    exp = tmp_path / "exp"
-    try:
-        nodes.append(ray_start(env, f"--address={address}", "--num-cpus=2"))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "2",
-             "--address", address, "trainer.max_epochs=3", "timeouts.worker_start_s=180",
-             *_overrides(exp, digits), "--stages", "train"],
-            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        try:
-            _wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", proc)
-            assert _train_workers(nodes[1].pid), "the workers run on the worker node (the head has no CPUs)"
-            kill_node(nodes[1])
-            nodes.append(ray_start(env, f"--address={address}", "--num-cpus=2"))
-            out, _ = proc.communicate(timeout=TIMEOUT_S)
-        finally:
-            proc.kill()
-        assert proc.returncode == 0, out[-3000:]
-        assert _attempts(exp) == 2, "the second worker group ran on the replacement node, the only CPUs left"
-        assert _result(exp)["epoch"] == 2 and _result(exp)["step"] == 3 * _steps_per_epoch(exp)
-    finally:
-        for node in reversed(nodes):
-            kill_node(node)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-
-
-@pytest.mark.slow
 @pytest.mark.timeout(TIMEOUT_S + 60)
-def test_two_runs_and_a_sweep_on_one_machine_all_finish(digits, tmp_path):
-    """Two launches and a Tune sweep at once, each with the Ray cluster it starts: with more than
-    one Ray instance on the machine, a process that guesses "the" cluster fails (and a sweep hung)."""
+def test_a_run_and_a_sweep_on_one_machine_both_finish(digits, tmp_path):
+    """A launch and a Tune sweep at once, each with the Ray cluster it starts: with more than one
+    Ray instance on the machine, a process that guesses "the" cluster fails (and a sweep hung)."""
     sweep = yaml.safe_load((REPO / "configs" / "sweep_tiny.yaml").read_text())
     sweep.update(base=str(TINY), output_dir=str(tmp_path / "sweep"), num_samples=1, max_concurrent_trials=1,
                  scheduler={"asha": {"max_t": 2, "grace_period": 1, "reduction_factor": 2}})
@@ -246,7 +194,7 @@ def test_two_runs_and_a_sweep_on_one_machine_all_finish(digits, tmp_path):
                           *_overrides(tmp_path / "unused", digits)[1:]]
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
     runs = {}
-    for name in ("a", "b"):
+    for name in ("a",):
         runs[name] = subprocess.Popen(
             [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "1",
              "trainer.max_epochs=1", *_overrides(tmp_path / name, digits), "--stages", "train"],
@@ -263,8 +211,7 @@ def test_two_runs_and_a_sweep_on_one_machine_all_finish(digits, tmp_path):
             proc.kill()
     for name, proc in runs.items():
         assert proc.returncode == 0, f"{name}: {outputs[name][-3000:]}"
-    for name in ("a", "b"):
-        assert _result(tmp_path / name)["epoch"] == 0
+    assert _result(tmp_path / "a")["epoch"] == 0
     rows = (tmp_path / "sweep" / "results.csv").read_text().splitlines()
     assert len(rows) == 2 and ",TERMINATED," in rows[1]
 

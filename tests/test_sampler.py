@@ -193,3 +193,31 @@ def test_loader_spec_names_bad_keys():
         LoaderSpec.from_config({"batch_type": "folded"})
     assert LoaderSpec.from_config({"num_workers": None}).workers_for(8, use_gpu=True) == 7
     assert LoaderSpec.from_config({"num_workers": None}).workers_for(8, use_gpu=False) == 0
+
+
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2), (2, 3)])
+def test_an_epoch_resumed_with_another_number_of_workers_trains_every_utterance_once(before, after):
+    """A preemption mid-epoch, then a group of another size: the epoch's multiset of utterances is whole."""
+    batches = [[f"u{i}-{j}" for j in range(1 + i % 3)] for i in range(23)]
+    old = [DistributedBatchSampler(batches, rank=r, world_size=before, shuffle=True, seed=4) for r in range(before)]
+    for sampler in old:
+        sampler.set_epoch(2)
+    done = 3
+    seen = Counter(u for sampler in old for batch in list(sampler)[:done] for u in batch)
+    progress = old[0].progress(done)
+    new = [DistributedBatchSampler(batches, rank=r, world_size=after, shuffle=True, seed=4) for r in range(after)]
+    lengths = set()
+    for sampler in new:
+        sampler.resume(progress)
+        rest = list(sampler)
+        lengths.add((len(sampler), sampler.resumed_batches_done(), len(rest)))
+        seen.update(u for batch in rest for u in batch)
+    assert len(lengths) == 1, "every new rank takes the same number of steps"
+    (length, position, rest), = lengths
+    assert length == position + rest, "where the epoch stands plus the batches left is its length"
+    assert sorted(seen) == sorted(u for b in batches for u in b) and max(seen.values()) == 1
+    fresh = DistributedBatchSampler(batches, rank=0, world_size=after, shuffle=True, seed=4)
+    assert length == max(len(fresh), rest), "Lightning fixes the epoch length once: the usual one"
+    for sampler in new:  # the next epoch is whole again
+        sampler.set_epoch(3)
+    assert sorted(u for s in new for b in s for u in b) == sorted(u for b in batches for u in b)

@@ -136,13 +136,37 @@ def test_a_resumed_epoch_yields_exactly_the_batches_not_yet_trained(shards):
         resumed = ShardBatchSampler(manifest, LOADER, rank=rank, world_size=2, shuffle=True, seed=5)
         resumed.resume(progress)
         assert list(resumed) == full[rank][done:]
-        assert list(resumed) == full[rank]  # the epoch after that starts from its beginning
+        resumed.set_epoch(4)  # the next epoch is whole again
+        fresh = ShardBatchSampler(manifest, LOADER, rank=rank, world_size=2, shuffle=True, seed=5)
+        fresh.set_epoch(4)
+        assert list(resumed) == list(fresh)
     seen = Counter(k for rank in full for b in rank[:done] for k in b)
     seen.update(k for rank in full for b in rank[done:] for k in b)
     assert set(seen) == set(manifest.keys) and max(seen.values()) == 1
-    other = ShardBatchSampler(manifest, LOADER, rank=0, world_size=1)
-    with pytest.raises(ValueError, match="planned for 2 workers.*same number of workers"):
-        other.resume(progress)
+
+
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2), (2, 3)])
+def test_an_epoch_resumed_with_another_number_of_workers_trains_every_utterance_once(shards, before, after):
+    manifest = ShardManifest.load(shards)
+    old = [ShardBatchSampler(manifest, LOADER, rank=r, world_size=before, num_workers=2, shuffle=True, seed=5)
+           for r in range(before)]
+    for sampler in old:
+        sampler.set_epoch(1)
+    done = 2
+    seen = Counter(k for sampler in old for batch in list(sampler)[:done] for k in batch)
+    progress = old[0].progress(done)
+    new = [ShardBatchSampler(manifest, LOADER, rank=r, world_size=after, num_workers=1, shuffle=True, seed=5)
+           for r in range(after)]
+    lengths = set()
+    for sampler in new:
+        sampler.resume(progress)
+        batches = list(sampler)
+        lengths.add((len(sampler), sampler.resumed_batches_done(), len(batches)))
+        seen.update(k for batch in batches for k in batch)
+    assert len(lengths) == 1, "every new rank takes the same number of steps"
+    (length, position, rest), = lengths
+    assert length == position + rest, "where the epoch stands plus the batches left is its length"
+    assert sorted(seen) == sorted(manifest.keys) and max(seen.values()) == 1
 
 
 def test_the_converter_refuses_bad_sources_with_exit_2(corpus, shards, tmp_path, capsys):

@@ -113,6 +113,8 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("best_model_criterion", "list"),
     FieldSpec("report_every_n_steps", "int", nullable=True, minimum=1),
     FieldSpec("max_failures", "int", minimum=-1),
+    FieldSpec("max_preemption_failures", "int", minimum=-1),
+    FieldSpec("elastic_resize_monitor_interval_s", "number", minimum=1),
     FieldSpec("timeouts", "mapping"),
     FieldSpec("timeouts.worker_start_s", "number", minimum=1),
     FieldSpec("timeouts.collective_s", "number", minimum=1),

@@ -122,11 +122,14 @@ class DataPlan:
         world_size: int = 1,
         num_workers: int = 0,
         pin_memory: bool = False,
+        resume: dict[str, int] | None = None,
     ) -> DataLoader:
         """One training worker's DataLoader over ``split``; only ``train`` is shuffled and augmented.
 
         Its ``batch_sampler`` has ``set_epoch(epoch)``, which Lightning calls (through
         ``batch_sampler.sampler``) at every epoch start; other loops should call it themselves.
+        ``resume`` (the sampler's ``progress`` saved with a checkpoint) continues that epoch with
+        the batches not trained yet.
         """
         shapes = self.shapes(split)
         manifest = self._manifest(split)
@@ -145,6 +148,8 @@ class DataPlan:
                 seed=self.seed,
                 epoch_batches=category_epoch_batches(self.loader, shapes.files, category) if category else None,
             )
+        if resume is not None:
+            sampler.resume(resume)
         return make_dataloader(
             self.dataset(split),
             sampler,

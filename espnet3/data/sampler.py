@@ -152,6 +152,12 @@ class BatchOrder(Sampler[int]):
 class DistributedBatchSampler(Sampler[list]):
     """This rank's share of ``batches``: the same number of batches on every rank, every epoch.
 
+    An epoch interrupted mid-way (a preemption, a failure after a mid-epoch checkpoint) continues
+    with exactly its untrained batches (:meth:`progress`, :meth:`resume`), also with another
+    number of workers: the batches the old group had not reached, in their order, are dealt to
+    the new ranks (halved where needed so every rank gets the same count), so that over the
+    epoch no utterance is repeated or dropped.
+
     Args:
         batches: All ranks' batches (utterance ids or dataset indices), in length order.
         rank: This training worker's rank.
@@ -176,10 +182,14 @@ class DistributedBatchSampler(Sampler[list]):
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         self.rank = rank
         self.world_size = world_size
+        self.shuffle, self.seed = shuffle, seed
         self.epoch_batches = epoch_batches
-        self.batches = split_to_multiple(batches, world_size)
+        self._base = list(batches)
+        self.batches = split_to_multiple(self._base, world_size)
         self._batches_epoch = 0
         self.sampler = BatchOrder(len(self.batches) // world_size, shuffle=shuffle, seed=seed)
+        self._resume: dict[str, int] | None = None
+        self._resumed: tuple[int, list] | None = None  # (epoch, the rest of it as groups)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
@@ -188,15 +198,58 @@ class DistributedBatchSampler(Sampler[list]):
         epoch = self.sampler.epoch
         if self.epoch_batches is None or epoch == self._batches_epoch:
             return
-        self.batches = split_to_multiple(self.epoch_batches(epoch), self.world_size)
+        self._base = list(self.epoch_batches(epoch))
+        self.batches = split_to_multiple(self._base, self.world_size)
         self._batches_epoch = epoch
         self.sampler.num_groups = len(self.batches) // self.world_size
 
+    def progress(self, batches_done: int) -> dict[str, int]:
+        """What resumes this epoch exactly: the epoch, the batches each rank trained in it, the group's size."""
+        return {"epoch": self.sampler.epoch, "batches_done": batches_done, "world_size": self.world_size}
+
+    def resume(self, state: dict[str, int]) -> None:
+        """Continue the epoch of :meth:`progress` after its ``batches_done`` steps (any world size)."""
+        self.set_epoch(int(state["epoch"]))
+        self._resume = {k: int(state[k]) for k in ("epoch", "batches_done", "world_size")}
+        self._resumed = None
+
+    def _rest(self) -> list | None:
+        """The resumed epoch's untrained batches as groups of ``world_size`` (``None``: not resuming this epoch)."""
+        state, epoch = self._resume, self.sampler.epoch
+        if state is None or state["epoch"] != epoch:
+            return None
+        if self._resumed is None or self._resumed[0] != epoch:
+            self._refresh()
+            before = state["world_size"]
+            planned = split_to_multiple(self._base, before)
+            order = BatchOrder(len(planned) // before, shuffle=self.shuffle, seed=self.seed)
+            order.set_epoch(epoch)
+            visited = [planned[group * before + r] for group in order for r in range(before)]
+            rest = visited[state["batches_done"] * before:]
+            if rest and before != self.world_size:
+                size = self.world_size
+                rest = split_to_count(rest, -(-len(rest) // size) * size, f"{size} workers")
+            size = self.world_size
+            self._resumed = (epoch, [rest[i:i + size] for i in range(0, len(rest) - size + 1, size)])
+        return self._resumed[1]
+
     def __len__(self) -> int:
+        """Batches per rank and epoch at this world size (Lightning fixes its epoch length from it once)."""
         self._refresh()
-        return len(self.sampler)
+        rest = self._rest()
+        return max(len(self.sampler), len(rest)) if rest is not None else len(self.sampler)
+
+    def resumed_batches_done(self) -> int | None:
+        """Where a resumed epoch stands in :meth:`__len__`'s terms: its batches minus those left."""
+        rest = self._rest()
+        return None if rest is None else len(self) - len(rest)
 
     def __iter__(self) -> Iterator[list]:
+        rest = self._rest()
+        if rest is not None:
+            for group in rest:
+                yield list(group[self.rank])
+            return
         self._refresh()
         for group in self.sampler:
             yield list(self.batches[group * self.world_size + self.rank])

@@ -118,39 +118,62 @@ class ShardBatchSampler(Sampler[list]):
         self.shuffle, self.seed = shuffle, seed
         self.sampler = _Epoch()
         self._plans: dict[int, list[list[str]]] = {}
-        self._skip = (0, 0)  # (epoch, batches already trained in it)
+        self._resume: dict[str, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
 
-    def _plan(self) -> list[list[str]]:
+    def _full(self, epoch: int) -> list[list[str]]:
+        return epoch_plan(self.manifest, self.loader, world_size=self.world_size, num_workers=self.num_workers,
+                          shuffle=self.shuffle, seed=self.seed, epoch=epoch)[self.rank]
+
+    def _plan(self) -> tuple[list[list[str]], int]:
+        """This epoch's batches for this rank from where it resumes, and the batches before that."""
         epoch = self.sampler.epoch
         if epoch not in self._plans:
-            self._plans = {epoch: epoch_plan(
-                self.manifest, self.loader, world_size=self.world_size, num_workers=self.num_workers,
-                shuffle=self.shuffle, seed=self.seed, epoch=epoch)[self.rank]}
+            self._plans = {epoch: self._rest(epoch) or (self._full(epoch), 0)}
         return self._plans[epoch]
 
+    def _rest(self, epoch: int) -> tuple[list[list[str]], int] | None:
+        """A resumed epoch: the rest of the old group's plan. With another group, that rest is
+        interleaved across the old ranks, halved to a multiple of the new size and dealt in turn
+        (DataLoader workers then read shards out of turn, which the reader allows)."""
+        state = self._resume
+        if state is None or state["epoch"] != epoch:
+            return None
+        done = state["batches_done"]
+        if (state["world_size"], state["num_workers"]) == (self.world_size, self.num_workers):
+            full = self._full(epoch)
+            return full[done:], done
+        old = epoch_plan(self.manifest, self.loader, world_size=state["world_size"], num_workers=state["num_workers"],
+                         shuffle=self.shuffle, seed=self.seed, epoch=epoch)
+        rest = [plan[i] for i in range(done, max(len(p) for p in old)) for plan in old if i < len(plan)]
+        size = self.world_size
+        rest = split_to_count(rest, -(-len(rest) // size) * size, f"{size} workers") if rest else []
+        mine = rest[self.rank::size]
+        return mine, max(0, len(self._full(epoch)) - len(mine))
+
     def __len__(self) -> int:
-        return len(self._plan())
+        """Batches per rank and epoch at this world size (Lightning fixes its epoch length from it once)."""
+        plan, before = self._plan()
+        return before + len(plan)
+
+    def resumed_batches_done(self) -> int | None:
+        """Where a resumed epoch stands in :meth:`__len__`'s terms (``None``: not resuming this epoch)."""
+        if self._resume is None or self._resume["epoch"] != self.sampler.epoch:
+            return None
+        return self._plan()[1]
 
     def __iter__(self) -> Iterator[list]:
-        plan = self._plan()
-        skip_epoch, skip = self._skip
-        start = skip if skip_epoch == self.sampler.epoch else 0
-        self._skip = (0, 0)
-        yield from (list(b) for b in plan[start:])
+        yield from (list(b) for b in self._plan()[0])
 
     def progress(self, batches_done: int) -> dict[str, int]:
-        """What resumes this epoch exactly: the epoch and how many of its batches were trained."""
-        return {"epoch": self.sampler.epoch, "batches_done": batches_done, "world_size": self.world_size}
+        """What resumes this epoch exactly: the epoch, how many of its batches each rank trained, the group."""
+        return {"epoch": self.sampler.epoch, "batches_done": batches_done, "world_size": self.world_size,
+                "num_workers": self.num_workers}
 
     def resume(self, state: dict[str, int]) -> None:
-        """Continue the epoch of :meth:`progress` after its ``batches_done`` batches."""
-        if state["world_size"] != self.world_size:
-            raise ValueError(
-                f"this epoch was planned for {state['world_size']} workers, not {self.world_size}; "
-                "resume a sharded epoch with the same number of workers"
-            )
-        self.set_epoch(state["epoch"])
-        self._skip = (state["epoch"], state["batches_done"])
+        """Continue the epoch of :meth:`progress` after its ``batches_done`` batches (any group size)."""
+        self._resume = {"num_workers": self.num_workers, **{k: int(v) for k, v in state.items()}}
+        self._plans = {}
+        self.set_epoch(self._resume["epoch"])

@@ -17,6 +17,8 @@ from espnet3.orchestration.console import progress_line, validation_line
 from espnet3.orchestration.criteria import METRICS_FILE, BestCriterion
 
 CHECKPOINT_NAME = "checkpoint.ckpt"
+# Beside a checkpoint: the training sampler's progress through its epoch (resumed exactly).
+SAMPLER_FILE = "sampler.json"
 
 
 def _floats(metrics: dict) -> dict[str, float]:
@@ -34,24 +36,60 @@ class RayReportCallback(L.Callback):
     metrics beside them (``metrics.json``, which :mod:`espnet3.orchestration.pruning` ranks).
     A ``best_model_criterion`` metric missing from the first report fails the run there,
     not after the last epoch.
+
+    Every checkpoint carries the training sampler's progress (``sampler.json``), so a run resumed
+    from a mid-epoch one trains exactly the epoch's remaining batches. When the ranks have agreed
+    on a preemption notice (``nan_guard.stop_agreed``), the next optimizer-step boundary saves and
+    reports a checkpoint (``preemption`` in its metrics; the criteria's metrics NaN, so it is never
+    ranked) and stops with :class:`~espnet3.orchestration.preemption.PreemptionStop`.
     """
 
-    def __init__(self, criteria: Sequence[BestCriterion] = ()) -> None:
+    def __init__(self, criteria: Sequence[BestCriterion] = (), send: Callable[[str], None] | None = None,
+                 notice=None) -> None:
         self.criteria = tuple(criteria)
+        self.send = send
+        self.notice = notice
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        import ray.train
-
         metrics = _floats(trainer.callback_metrics)
         self._check_criteria(metrics)
         metrics.update(epoch=trainer.current_epoch, step=trainer.global_step)
+        self._report(trainer, metrics, trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        guard = getattr(pl_module, "nan_guard", None)
+        if guard is None or not guard.stop_agreed or trainer.fit_loop.epoch_loop._should_accumulate():
+            return
+        from espnet3.orchestration.preemption import PREEMPTION_KEY, PreemptionStop
+
+        record = self.notice.describe() if self.notice is not None else {"reason": "preemption notice"}
+        record.update(time=time.time(), world_size=trainer.world_size, checkpoint_step=trainer.global_step,
+                      epoch=trainer.current_epoch)
+        metrics = {c.metric: math.nan for c in self.criteria}
+        metrics.update(epoch=trainer.current_epoch, step=trainer.global_step, **{PREEMPTION_KEY: record})
+        self._report(trainer, metrics, batch_idx + 1)
+        if trainer.global_rank == 0 and self.send is not None:
+            deadline = record.get("deadline")
+            left = f", {deadline - time.time():.0f} s before the deadline" if deadline else ""
+            ranks = f" of rank(s) {record['ranks']}" if record.get("ranks") else ""
+            self.send(f"[espnet3] preemption notice ({record['reason']}{ranks}): checkpoint at step "
+                      f"{trainer.global_step}{left}; Ray restarts the workers without the draining node")
+        raise PreemptionStop(f"checkpoint saved at step {trainer.global_step} for a preemption notice")
+
+    def _report(self, trainer: L.Trainer, metrics: dict, batches_done: int) -> None:
+        import ray.train
+
+        sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
+        progress = sampler.progress(batches_done) if hasattr(sampler, "progress") else None
         with tempfile.TemporaryDirectory() as tmp:
             trainer.save_checkpoint(os.path.join(tmp, CHECKPOINT_NAME))
             checkpoint = None
             if trainer.global_rank == 0:
                 Path(tmp, METRICS_FILE).write_text(json.dumps(metrics, indent=1))
+                if progress is not None:
+                    Path(tmp, SAMPLER_FILE).write_text(json.dumps(progress))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -63,6 +101,33 @@ class RayReportCallback(L.Callback):
                 f"`best_model_criterion` ranks by {', '.join(missing)}, which the model does not log; "
                 f"logged: {', '.join(sorted(metrics))}. Fix `best_model_criterion` in the train.yaml."
             )
+
+
+class ResumePosition(L.Callback):
+    """Moves Lightning's restored place in a resumed epoch to where the training sampler resumes it.
+
+    Lightning restores "batches done in this epoch" from the checkpoint and stops the epoch when
+    that count reaches the loader's length, which it reads once. A group of another size re-deals
+    the epoch's rest (:meth:`DistributedBatchSampler.resume`), so the old count means nothing:
+    after 6 of 8 batches with one worker, two workers have 1 of 4 left, and Lightning, restored at
+    6 >= 4, would end the epoch before it. The checkpoint's counters are shifted (all by the same
+    amount, so Lightning still sees where in a step it was saved) to the sampler's position.
+    """
+
+    def __init__(self, batch_sampler) -> None:
+        self.batch_sampler = batch_sampler
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        position = getattr(self.batch_sampler, "resumed_batches_done", lambda: None)()
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
+        if position is None or not progress:
+            return
+        current = progress["current"]
+        # Saved at a step's end (on_train_batch_end) `completed` lags by the batch in flight.
+        shift = position - current["processed"]
+        for counters in (progress["current"], progress["total"]):
+            for key in ("ready", "started", "processed", "completed"):
+                counters[key] = max(0, counters[key] + shift)
 
 
 class ConsoleProgress(L.Callback):

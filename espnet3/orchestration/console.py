@@ -23,7 +23,7 @@ DRIVER_LOG = "driver.log"
 RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 # Ray Train's own actors; what they print is about Ray's internals, and real failures reach the
 # driver as exceptions (TrainingFailedError) anyway.
-RAY_TRAIN_ACTORS = ("TrainController", "PlacementGroupCleaner")
+RAY_TRAIN_ACTORS = ("TrainController", "PlacementGroupCleaner", "PreemptionWatcher")
 
 
 def _of(value: int, total: int | None) -> str:

@@ -105,19 +105,39 @@ def is_startup_timeout(error: TrainingFailedError) -> bool:
     return isinstance(error, ControllerError) and isinstance(error.controller_failure, WorkerGroupStartupTimeoutError)
 
 
+def is_preemption_stop(error: TrainingFailedError) -> bool:
+    """Whether every failed rank stopped after the checkpoint for a preemption notice."""
+    from espnet3.orchestration.preemption import PreemptionStop
+
+    failures = getattr(error, "worker_failures", None) or {}
+    return bool(failures) and all(isinstance(e, PreemptionStop) for e in failures.values())
+
+
 class RetryCurablePolicy(FailurePolicy):
     """Raise worker failures a restart cannot cure; decide the others like Ray's default policy.
 
     Also raised at once: workers that could not be placed within ``timeouts.worker_start_s``
     (Ray retries that forever by default, which looks like a hang), and workers Ray killed for lack
-    of memory (:func:`memory_kill`).
+    of memory (:func:`memory_kill`). A group that stopped after its checkpoint for a preemption
+    notice (:class:`~espnet3.orchestration.preemption.PreemptionStop` on every rank) is retried on
+    ``max_preemption_failures``, never on ``max_failures``.
     """
 
-    def __init__(self, failure_config: FailureConfig):
+    def __init__(self, failure_config: FailureConfig, on_preemption_stop=None):
         super().__init__(failure_config)
         self.default = DefaultFailurePolicy(failure_config)
+        self.preemptions = 0
+        self.on_preemption_stop = on_preemption_stop
 
     def make_decision(self, training_failed_error: TrainingFailedError) -> FailureDecision:
+        if is_preemption_stop(training_failed_error):
+            self.preemptions += 1
+            limit = self.failure_config.max_preemption_failures
+            if limit != -1 and self.preemptions > limit:
+                return FailureDecision.RAISE
+            if self.on_preemption_stop is not None:
+                self.on_preemption_stop()
+            return FailureDecision.RETRY
         if is_startup_timeout(training_failed_error):
             return FailureDecision.RAISE
         if isinstance(training_failed_error, WorkerGroupError) and any(
@@ -130,14 +150,23 @@ class RetryCurablePolicy(FailurePolicy):
 
 
 def espnet_trainer_class():
-    """``TorchTrainer`` deciding retries with :class:`RetryCurablePolicy` (imported lazily: Ray Train is slow to import)."""
+    """``TorchTrainer`` deciding retries with :class:`RetryCurablePolicy` and sizing an elastic group
+    without draining nodes (imported lazily: Ray Train is slow to import)."""
     from ray.train.torch import TorchTrainer
 
     class ESPnetTorchTrainer(TorchTrainer):
         # Ray Train builds its failure policy from FailureConfig alone; this is the one place
         # where the controller's arguments can be changed.
         def _initialize_and_run_controller(self, **controller_init_kwargs):
-            controller_init_kwargs["failure_policy"] = RetryCurablePolicy(self.run_config.failure_config)
+            from ray.train.v2._internal.execution.scaling_policy.elastic import ElasticScalingPolicy
+
+            from espnet3.orchestration.elastic import drain_aware_scaling_policy
+
+            graceful = None
+            if isinstance(controller_init_kwargs.get("scaling_policy"), ElasticScalingPolicy):
+                scaling = controller_init_kwargs["scaling_policy"] = drain_aware_scaling_policy(self.scaling_config)
+                graceful = scaling.expect_graceful_stop
+            controller_init_kwargs["failure_policy"] = RetryCurablePolicy(self.run_config.failure_config, graceful)
             return super()._initialize_and_run_controller(**controller_init_kwargs)
 
     return ESPnetTorchTrainer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import traceback
@@ -12,8 +14,12 @@ from espnet3 import storage
 from espnet3.utils.quiet import silence_library_noise
 from espnet3.orchestration.extensions import TENSORBOARD_DIR
 from espnet3.orchestration.cluster import enter_launch_dir
-from espnet3.orchestration.callbacks import CHECKPOINT_NAME, ConsoleProgress, RayReportCallback
+from espnet3.orchestration.callbacks import (
+    CHECKPOINT_NAME, SAMPLER_FILE, ConsoleProgress, RayReportCallback, ResumePosition,
+)
 from espnet3.orchestration.console import WorkerConsole
+from espnet3.orchestration.elastic import Attempt
+from espnet3.orchestration.preemption import LocalNotice, PreemptionStop
 from espnet3.orchestration.train_spec import TrainSpec
 from espnet3.orchestration.worker_logs import output_to, rank_log, warnings_to_console
 
@@ -40,6 +46,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         try:
             loop_config["data_plan"].pull_files()
             _fit(loop_config, console)
+        except PreemptionStop as stop:
+            print(f"[espnet3] {stop}", flush=True)
+            raise
         except BaseException:
             traceback.print_exc()
             raise
@@ -49,9 +58,7 @@ def _fit(loop_config: dict[str, Any], console: WorkerConsole) -> None:
     import lightning as L
     import ray.train
     import torch
-    from lightning.pytorch.callbacks import LearningRateMonitor
     from omegaconf import OmegaConf
-    from ray.train.lightning import RayLightningEnvironment, prepare_trainer
 
     from espnet3.components.gpu import GPUOptions
     from espnet3.components.modeling.lightning_module import ESPnetLightningModule
@@ -72,23 +79,48 @@ def _fit(loop_config: dict[str, Any], console: WorkerConsole) -> None:
     if gpu is not None:
         model = gpu.prepare_model(model)
     module = ESPnetLightningModule(model, gpu.optimizer_configs(cfg) if gpu is not None else cfg)
-    loader_options = dict(
-        rank=rank,
-        world_size=world_size,
-        num_workers=plan.loader.workers_for(cpus, use_gpu),
-        pin_memory=use_gpu if plan.loader.pin_memory is None else plan.loader.pin_memory,
-    )
-    train_loader = plan.dataloader("train", **loader_options)
-    valid_loader = plan.dataloader("valid", **loader_options)
+    notice = LocalNotice()
+    module.nan_guard.notice = notice
+    checkpoint = ray.train.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext() as directory:
+        # as_directory reads a checkpoint on a local or shared filesystem in place; to_directory
+        # would copy it to /tmp/checkpoint_tmp_<id> on every resume and never delete the copy.
+        sampler_file = Path(directory, SAMPLER_FILE) if directory else None
+        resume = json.loads(sampler_file.read_text()) if sampler_file and sampler_file.is_file() else None
+        loader_options = dict(
+            rank=rank,
+            world_size=world_size,
+            num_workers=plan.loader.workers_for(cpus, use_gpu),
+            pin_memory=use_gpu if plan.loader.pin_memory is None else plan.loader.pin_memory,
+        )
+        train_loader = plan.dataloader("train", **loader_options, resume=resume)
+        valid_loader = plan.dataloader("valid", **loader_options)
+        attempt = Attempt.start(spec, world_size, loop_config["max_workers"], module.automatic_optimization,
+                                directory)
+        if rank == 0:
+            attempt.save(cfg["exp_dir"])
+            if attempt.line():
+                console(attempt.line())
 
-    callbacks = [RayReportCallback(spec.criteria), ConsoleProgress(spec.log_every_n_steps, console)]
+        callbacks = [RayReportCallback(spec.criteria, console, notice), ConsoleProgress(spec.log_every_n_steps, console),
+                     ResumePosition(train_loader.batch_sampler)]
+        trainer = _trainer(spec, module, callbacks, use_gpu, rank, Path(cfg["exp_dir"]), attempt.accumulate_grad_batches)
+        ckpt_path = os.path.join(directory, CHECKPOINT_NAME) if directory else None
+        trainer.fit(module, train_loader, valid_loader, ckpt_path=ckpt_path)
+
+
+def _trainer(spec: TrainSpec, module, callbacks: list, use_gpu: bool, rank: int, exp_dir: Path, accumulate: int):
+    """The worker's ``lightning.Trainer``, with ``accumulate_grad_batches`` from the elastic batching rule."""
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from ray.train.lightning import RayLightningEnvironment, prepare_trainer
+
     if spec.ema is not None:
         callbacks.append(spec.ema.callback())
     callbacks += [extension.build() for extension in spec.callbacks]
     loggers = [extension.build() for extension in spec.loggers]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    exp_dir = Path(cfg["exp_dir"])
     trainer = L.Trainer(
         accelerator="gpu" if use_gpu else "cpu",
         devices="auto",
@@ -101,14 +133,6 @@ def _fit(loop_config: dict[str, Any], console: WorkerConsole) -> None:
         enable_model_summary=rank == 0,
         use_distributed_sampler=False,
         default_root_dir=str(exp_dir),
-        **spec.trainer,
+        **{**spec.trainer, "accumulate_grad_batches": accumulate},
     )
-    trainer = prepare_trainer(trainer)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        trainer.fit(module, train_loader, valid_loader)
-        return
-    # as_directory reads a checkpoint on a local or shared filesystem in place; to_directory
-    # would copy it to /tmp/checkpoint_tmp_<id> on every resume and never delete the copy.
-    with checkpoint.as_directory() as directory:
-        trainer.fit(module, train_loader, valid_loader, ckpt_path=os.path.join(directory, CHECKPOINT_NAME))
+    return prepare_trainer(trainer)

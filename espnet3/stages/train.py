@@ -62,19 +62,24 @@ def build_torch_trainer(
             "data_plan": plan,
             "config_dir": str(config_dir),
             "use_gpu": spec.use_gpu,
+            "max_workers": spec.world_size,
             "cpus_per_worker": spec.cpus_per_worker,
             "console_queue": console_queue,
             "storage_env": storage.worker_env(),
         },
         torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo", timeout_s=int(cfg.timeouts.collective_s)),
         scaling_config=ScalingConfig(
-            num_workers=spec.world_size, use_gpu=spec.use_gpu, resources_per_worker=resources
+            num_workers=spec.scaling, use_gpu=spec.use_gpu, resources_per_worker=resources,
+            **({"elastic_resize_monitor_interval_s": float(cfg.elastic_resize_monitor_interval_s)}
+               if spec.elastic else {}),
         ),
         run_config=RunConfig(
             name=os.path.basename(run_path),
             storage_path=os.path.dirname(run_path),
             storage_filesystem=filesystem if storage.is_uri(run_home) else None,
-            failure_config=FailureConfig(max_failures=int(cfg.max_failures)),
+            # A preemption (a node's drain notice) is Ray's own budget, never `max_failures`.
+            failure_config=FailureConfig(max_failures=int(cfg.max_failures),
+                                         max_preemption_failures=int(cfg.max_preemption_failures)),
             # Ray Train's per-report INFO lines would drown espnet3's progress lines.
             logging_config=LoggingConfig(log_level="WARNING"),
             # Ray keeps every checkpoint (it ranks by one metric only); CheckpointPruner keeps
@@ -115,6 +120,7 @@ def export_run(exp_dir: Path, train: TrainSpec, metrics: dict) -> TrainOutcome:
     from espnet3.components.ema import EMA_MODEL_FILE
     from espnet3.export import average_checkpoints
     from espnet3.orchestration.callbacks import CHECKPOINT_NAME
+    from espnet3.orchestration.elastic import history, read_attempts
     from espnet3.orchestration.pruning import read_reports
 
     run_home = storage.home(exp_dir)
@@ -149,6 +155,7 @@ def export_run(exp_dir: Path, train: TrainSpec, metrics: dict) -> TrainOutcome:
         "criteria": summary,
         "averaged_model": summary[0]["averaged_model"],
         "last_model": storage.home(last),
+        **history(read_attempts(exp_dir), read_reports(run_home)),
     }
     if train.ema is not None and not train.ema.exported:
         result["ema_model"] = storage.home(average_checkpoints([latest], exp_dir / EMA_MODEL_FILE, weights="ema"))

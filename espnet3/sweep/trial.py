@@ -56,7 +56,6 @@ class TrialPlan:
 
 def run_trial(params: dict[str, Any], plan: TrialPlan) -> None:
     import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from espnet3 import storage
     from espnet3.config.save import save_config
@@ -67,7 +66,23 @@ def run_trial(params: dict[str, Any], plan: TrialPlan) -> None:
     cfg = plan.trial_config(params, ray.tune.get_context().get_trial_id())
     save_config(cfg, Path(cfg.exp_dir) / "train.yaml")
     data = replace(plan.data, loader=LoaderSpec.from_config(cfg.dataloader))
-    build_torch_trainer(cfg, plan.launch, plan.config_dir, data, callbacks=[TuneReportCallback()]).fit()
+    build_torch_trainer(cfg, plan.launch, plan.config_dir, data, callbacks=[_tune_callback()]).fit()
+
+
+def _tune_callback():
+    """Ray's ``TuneReportCallback`` without the checkpoints written for a preemption notice: they carry
+    no validation metrics, and ASHA must decide on the validation reports alone, without a gap."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from espnet3.orchestration.preemption import PREEMPTION_KEY
+
+    class ValidationReports(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint) -> None:
+            if metrics and PREEMPTION_KEY in metrics[0]:
+                return
+            super().after_report(run_context, metrics, checkpoint)
+
+    return ValidationReports()
 
 
 def trial_dirname(trial) -> str:

@@ -13,7 +13,8 @@ so neither parameters nor optimizer state (Adam's moments) move on any rank.
 
 One host sync per step: without gradient accumulation the skip decision waits until after
 the backward, where the loss flag and the gradient check share one collective and one copy to
-the host (:func:`nan_guard.step_flags`); the zero is chosen on the device meanwhile. With
+the host (:meth:`nan_guard.NonFiniteGuard.agree_step`, which also carries the preemption
+notice); the zero is chosen on the device meanwhile. With
 accumulation each micro-batch is decided before its backward, so that a skipped micro-batch
 leaves the accumulated gradient untouched. The skip counters are logged when they change and at
 each epoch's end, never as a per-step host-to-device copy.
@@ -39,7 +40,6 @@ from espnet3.components.modeling.nan_guard import (
     any_rank_true,
     grads_are_finite,
     non_finite,
-    step_flags,
 )
 from espnet3.components.modeling.optimization_spec import OptimizationPlan
 from espnet3.components.modeling.optimizer_router import OptimizerRouter
@@ -228,7 +228,7 @@ class ESPnetLightningModule(L.LightningModule):
             out, loss_bad = self._pending
             self._pending = None
             params = self._trainable() if self._check_grads() else None
-            any_loss_bad, grads_bad = step_flags(loss_bad, params, consensus=self.nan_guard.consensus)
+            any_loss_bad, grads_bad = self.nan_guard.agree_step(loss_bad, params)
             self._record(self.nan_guard.record(any_loss_bad))
             if self._skip_batch:
                 return

@@ -7,6 +7,10 @@ initialised with more than one rank, on any backend and any number of nodes.
 (Upstream ESPnet3 gates its sync on GPUs per node, so one GPU per node across nodes
 desynchronises; it also uses barrier + all_gather, about 3x the cost of one
 all_reduce on gloo.)
+
+The same collective carries one more flag: whether this rank has a preemption notice
+(:mod:`espnet3.orchestration.preemption`), so that every rank agrees at the same step to
+checkpoint, without a second synchronisation.
 """
 
 from __future__ import annotations
@@ -42,6 +46,13 @@ def _any_rank_max(flags: torch.Tensor) -> torch.Tensor:
     return flags
 
 
+def any_rank_flags(*local: torch.Tensor | bool) -> list[bool]:
+    """Global OR of each flag: one collective, identical results on every rank."""
+    device = next((f.device for f in local if isinstance(f, torch.Tensor)), torch.device("cpu"))
+    flags = torch.stack([torch.as_tensor(f, device=device).float().reshape(()) for f in local])
+    return [bool(v) for v in _any_rank_max(flags).tolist()]
+
+
 def any_rank_true(local: torch.Tensor) -> bool:
     """Global OR of a boolean tensor flag: one collective, identical result on every rank."""
     return bool(_any_rank_max(local.to(torch.float32).reshape(1)).item())
@@ -53,24 +64,28 @@ def non_finite(losses: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def step_flags(
-    loss_bad: torch.Tensor, params: Sequence[torch.nn.Parameter] | None, consensus: bool = True
-) -> tuple[bool, bool]:
-    """Both checks of a training step with one host sync: (any rank's loss non-finite, gradients non-finite).
+    loss_bad: torch.Tensor, params: Sequence[torch.nn.Parameter] | None, consensus: bool = True,
+    notice: bool = False,
+) -> tuple[bool, bool, bool]:
+    """Every check of a training step with one host sync: (any rank's loss non-finite, gradients
+    non-finite, any rank has a preemption ``notice``).
 
     A host sync stops the CPU from queueing the next step's kernels while the GPU works, so the
-    loss flag and the gradient flag travel together: one 2-element ``all_reduce(MAX)`` (the
-    gradient flag rides along; DDP's all-reduced gradients agree anyway, FSDP's shards need it)
-    and one copy to the host. ``params=None`` skips the gradient check (a GradScaler does its own).
+    loss flag, the gradient flag and the notice travel together: one 3-element
+    ``all_reduce(MAX)`` (the gradient flag rides along; DDP's all-reduced gradients agree anyway,
+    FSDP's shards need it) and one copy to the host. ``params=None`` skips the gradient check (a
+    GradScaler does its own).
     """
     grad_bad = torch.zeros((), device=loss_bad.device)
     grads = [p.grad for p in params or () if p.grad is not None]
     if grads:
         grad_bad = ~torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
-    flags = torch.stack([loss_bad.float().reshape(()), grad_bad.float().to(loss_bad.device)])
+    flags = torch.stack([loss_bad.float().reshape(()), grad_bad.float().to(loss_bad.device),
+                         torch.tensor(float(notice), device=loss_bad.device)])
     if consensus:
         flags = _any_rank_max(flags)
-    loss_flag, grad_flag = flags.tolist()
-    return bool(loss_flag), bool(grad_flag)
+    loss_flag, grad_flag, notice_flag = flags.tolist()
+    return bool(loss_flag), bool(grad_flag), bool(notice_flag)
 
 
 class NonFiniteGuard:
@@ -79,6 +94,9 @@ class NonFiniteGuard:
     The consecutive-skip counter is part of the checkpoint so a resumed run keeps
     counting where it stopped. ``consensus`` exists for the benchmark that prices the
     collective; training code never turns it off.
+
+    ``notice`` (a callable: whether this rank has a preemption notice) rides in every consensus
+    collective; once any rank had one, :attr:`stop_agreed` is true on every rank from the same step.
     """
 
     def __init__(self, max_consecutive: int = DEFAULT_MAX_NAN_BATCHES) -> None:
@@ -88,6 +106,17 @@ class NonFiniteGuard:
         self.consecutive_skips = 0
         self.total_skips = 0
         self.consensus = True
+        self.notice = None
+        self.stop_agreed = False
+
+    def local_notice(self) -> bool:
+        return bool(self.notice()) if self.notice is not None else False
+
+    def agree_step(self, loss_bad: torch.Tensor, params: Sequence[torch.nn.Parameter] | None) -> tuple[bool, bool]:
+        """:func:`step_flags` with this rank's notice: (any rank's loss non-finite, gradients non-finite)."""
+        loss, grads, stop = step_flags(loss_bad, params, consensus=self.consensus, notice=self.local_notice())
+        self.stop_agreed |= stop
+        return loss, grads
 
     def decide(self, losses: Sequence[torch.Tensor]) -> BatchDecision:
         return self.record(self.any_rank_bad(losses))
@@ -99,7 +128,12 @@ class NonFiniteGuard:
         previous turn's update.
         """
         local_bad = non_finite(losses)
-        return any_rank_true(local_bad) if self.consensus else bool(local_bad)
+        if not self.consensus:
+            self.stop_agreed |= self.local_notice()
+            return bool(local_bad)
+        bad, stop = any_rank_flags(local_bad, self.local_notice())
+        self.stop_agreed |= stop
+        return bad
 
     def record(self, bad: bool) -> BatchDecision:
         """Count one batch as trained or skipped; raise after ``max_consecutive`` skips in a row."""

@@ -1,0 +1,70 @@
+"""Preemption notices: read on each rank without a collective, agreed on in the step's one collective.
+
+When a node holding ranks is about to go (a spot reclaim, ``ray drain-node``), Ray Train's
+``PreemptionWatcher`` leaves a ``PreemptionInfo`` on every worker of the group. Ray's public
+``ray.train.get_preemption_info()`` is a barrier across all workers; calling it every step would
+add a second synchronisation to the one the NaN consensus already makes. :class:`LocalNotice`
+reads the same info where the watcher put it on this worker (a Python attribute: no RPC, no
+barrier), and :class:`~espnet3.components.modeling.nan_guard.NonFiniteGuard` folds it into its
+``all_reduce(MAX)``: every rank learns at the same step that some rank has a notice.
+
+At the next optimizer-step boundary every rank then saves the checkpoint (with the sampler's
+progress) and reports it, and the training function ends with :class:`PreemptionStop`, which
+:class:`~espnet3.orchestration.failures.RetryCurablePolicy` retries without charging
+``max_failures``: Ray starts the group again on the nodes that are not draining (an elastic group
+at once, with the survivors; a fixed one when a replacement has joined), from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+# What a checkpoint written for a notice records under `preemption` in its metrics.json.
+PREEMPTION_KEY = "preemption"
+
+
+class PreemptionStop(RuntimeError):
+    """Every rank saved a checkpoint for a preemption notice and stops; Ray restarts the group from it."""
+
+
+class LocalNotice:
+    """This worker's view of a preemption notice (callable: whether there is one).
+
+    Outside a Ray Train worker (a unit test, a plain Lightning run) there is never a notice.
+    """
+
+    def __init__(self) -> None:
+        self._context = _ray_preemption_context()
+        self.seen_at: float | None = None
+
+    def info(self) -> Any:
+        """Ray's ``PreemptionInfo`` on this worker, or ``None``."""
+        return None if self._context is None else self._context.preemption_info
+
+    def __call__(self) -> bool:
+        noticed = self.info() is not None
+        if noticed and self.seen_at is None:
+            self.seen_at = time.time()
+        return noticed
+
+    def describe(self) -> dict[str, Any]:
+        """What ``train_result.json`` records of the notice (rank 0's view: Ray's watcher tells every rank)."""
+        info = self.info()
+        record: dict[str, Any] = {"reason": "node drain"}
+        if info is not None:
+            record.update(nodes=list(info.preempted_node_ids), ranks=list(info.preempted_ranks),
+                          deadline=info.deadline_ms / 1000 if info.deadline_ms else None)
+        if self.seen_at is not None:
+            record["noticed_at"] = self.seen_at
+        return record
+
+
+def _ray_preemption_context() -> Any:
+    """Where Ray Train 2.60's watcher writes this worker's ``PreemptionInfo`` (``None`` outside a worker)."""
+    try:
+        from ray.train.v2._internal.execution.context import get_train_context
+
+        return get_train_context().preemption_context
+    except Exception:  # not inside a Ray Train worker
+        return None

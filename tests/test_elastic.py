@@ -1,0 +1,158 @@
+"""Elastic sizes on the command line, the batching rule of a resized group, and what train_result.json records."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from ray.train.v2.api.config import FailureConfig
+from ray.train.v2.api.exceptions import WorkerGroupError
+from ray.train.v2._internal.execution.failure_handling import FailureDecision
+
+from espnet3 import launch
+from espnet3.orchestration.elastic import Attempt, history
+from espnet3.orchestration.criteria import Report
+from espnet3.orchestration.failures import RetryCurablePolicy
+from espnet3.orchestration.preemption import PREEMPTION_KEY, LocalNotice, PreemptionStop
+from espnet3.orchestration.train_spec import TrainSpec
+from toy_models import make_trainer
+
+TINY = "configs/tiny_asr.yaml"
+
+
+def test_min_max_sizes_become_rays_elastic_scaling():
+    spec = launch.parse_args(["--config", TINY, "--num-workers", "1-4"])
+    assert (spec.min_workers, spec.world_size, spec.scaling, spec.size_text()) == (1, 4, (1, 4), "1-4")
+    spec = launch.parse_args(["--config", TINY, "--num-gpus", "2-8"])
+    assert spec.use_gpu and spec.scaling == (2, 8)
+    spec = launch.parse_args(["--config", TINY, "--num-workers", "3-3"])
+    assert not spec.elastic and spec.scaling == 3
+
+
+@pytest.mark.parametrize("value, message", [
+    ("4-2", "MIN is above MAX; write it as 2-4"), ("two", "takes N or MIN-MAX"), ("0-2", "MIN must be between 1 and MAX"),
+])
+def test_bad_sizes_are_usage_errors_naming_the_option(value, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        launch.parse_args(["--config", TINY, "--num-workers", value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--num-workers" in err and message in err
+
+
+def _spec(accumulate: int = 1) -> TrainSpec:
+    return TrainSpec.from_config({"trainer": {"accumulate_grad_batches": accumulate}, "exp_dir": "/x", "name": "n",
+                                  "best_model_criterion": [["valid/loss", 1, "min"]]})
+
+
+@pytest.mark.parametrize("world, automatic, accumulate, ratio", [
+    (4, True, 1, 1.0), (2, True, 2, 1.0), (1, True, 4, 1.0), (3, True, 2, 1.5), (2, False, 1, 0.5),
+])
+def test_a_smaller_group_accumulates_to_keep_the_global_batch(world, automatic, accumulate, ratio):
+    attempt = Attempt.start(_spec(), world, 4, automatic, None)
+    assert (attempt.accumulate_grad_batches, attempt.global_batch_ratio) == (accumulate, ratio)
+    assert Attempt.start(_spec(3), world, 4, automatic, None).accumulate_grad_batches == 3 * accumulate
+
+
+def test_history_lists_each_preemption_and_resize():
+    attempts = [Attempt(10.0, 2, 2, 1, 1.0), Attempt(30.0, 1, 2, 2, 1.0, resumed_step=7),
+                Attempt(50.0, 2, 2, 1, 1.0, resumed_step=9)]
+    notice = {"reason": "node drain", "time": 20.0, "world_size": 2, "checkpoint_step": 7, "epoch": 1}
+    reports = [Report("checkpoint_a", {"step": 4}, 0), Report("checkpoint_b", {"step": 7, PREEMPTION_KEY: notice}, 1)]
+    story = history(attempts, reports)
+    (preemption,) = story["preemptions"]
+    assert preemption["world_size_before"] == 2 and preemption["world_size_after"] == 1
+    assert preemption["checkpoint_step"] == 7 and preemption["steps_repeated"] == 0
+    assert [(r["reason"], r["world_size_before"], r["world_size_after"], r["checkpoint_step"])
+            for r in story["resizes"]] == [("preemption", 2, 1, 7), ("grow", 1, 2, 9)]
+    assert Attempt(30.0, 1, 2, 2, 1.0, resumed_step=7).line() == (
+        "[espnet3] resumed at step 7 with 1 of 2 workers: accumulate_grad_batches 2 (the planned global batch)")
+    assert Attempt(10.0, 2, 2, 1, 1.0).line() is None
+
+
+def test_a_group_stopped_for_a_notice_is_retried_on_the_preemption_budget_only():
+    policy = RetryCurablePolicy(FailureConfig(max_failures=0, max_preemption_failures=2))
+    stopped = WorkerGroupError("stopped", {0: PreemptionStop("saved"), 1: PreemptionStop("saved")})
+    assert policy.make_decision(stopped) == FailureDecision.RETRY
+    assert policy.make_decision(stopped) == FailureDecision.RETRY
+    assert policy.make_decision(stopped) == FailureDecision.RAISE, "max_preemption_failures=2 spent"
+    mixed = WorkerGroupError("mixed", {0: PreemptionStop("saved"), 1: ValueError("bug")})
+    assert RetryCurablePolicy(FailureConfig(max_failures=3)).make_decision(mixed) == FailureDecision.RAISE
+
+
+def test_outside_a_ray_worker_there_is_never_a_notice():
+    notice = LocalNotice()
+    assert notice() is False and notice.info() is None
+
+
+class _Indexed(torch.nn.Module):
+    """Regression on utterance indices: a batch is ``{"idx": LongTensor}``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, idx):
+        loss = ((self.w - idx.float().mean()) ** 2)
+        return loss, {"loss": loss.detach()}, torch.tensor(float(len(idx)))
+
+
+class _Seen(L.Callback):
+    def __init__(self, stop_at=None):
+        self.epochs: dict[int, list[int]] = {}
+        self.stop_at = stop_at
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.epochs.setdefault(trainer.current_epoch, []).extend(batch["idx"].tolist())
+        if self.stop_at == (trainer.current_epoch, batch_idx):
+            trainer.save_checkpoint(self.path)
+            raise KeyboardInterrupt  # Lightning's graceful stop: as the preemption stop ends an attempt
+
+
+def _indexed_loader(sampler):
+    return torch.utils.data.DataLoader(list(range(40)), batch_sampler=sampler,
+                                       collate_fn=lambda ids: {"idx": torch.tensor(ids)})
+
+
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2)])
+def test_lightning_resumes_a_re_dealt_epoch_where_the_sampler_stands(tmp_path, before, after):
+    """Lightning's own restore plus ResumePosition: the resumed epoch trains exactly its rest and the
+    epochs after it keep their full length (Lightning reads a loader's length once)."""
+    from espnet3.components.modeling.lightning_module import ESPnetLightningModule
+    from espnet3.data.sampler import DistributedBatchSampler
+    from espnet3.orchestration.callbacks import ResumePosition
+
+    batches = [list(range(i, i + 2)) for i in range(0, 40, 2)]  # 20 batches of 2 utterances
+    config = {"optimizer": {"_target_": "torch.optim.SGD", "lr": 0.01}}
+    done = 3
+    # the old group's first `done` steps, as every old rank trained them
+    old = [DistributedBatchSampler(batches, rank=r, world_size=before, shuffle=True, seed=1) for r in range(before)]
+    for sampler in old:
+        sampler.set_epoch(1)
+    trained_before = [u for s in old for b in list(s)[:done] for u in b]
+    # rank 0 of the old group, stopped after its step `done` of epoch 1 (a checkpoint at that step's end)
+    first = _Seen(stop_at=(1, done - 1))
+    first.path = str(tmp_path / "step.ckpt")
+    trainer = make_trainer([first], max_epochs=3)
+    with pytest.raises(SystemExit):  # Lightning turns the interrupt into a graceful exit of the process
+        trainer.fit(ESPnetLightningModule(_Indexed(), config), _indexed_loader(old[0]))
+    resumed = DistributedBatchSampler(batches, rank=0, world_size=after, shuffle=True, seed=1)
+    resumed.resume(old[0].progress(done))
+    seen = _Seen()
+    make_trainer([seen, ResumePosition(resumed)], max_epochs=3).fit(
+        ESPnetLightningModule(_Indexed(), config), _indexed_loader(resumed), ckpt_path=first.path)
+    rest = [u for b in _rest_of(batches, before, after, done) for u in b]
+    assert sorted(seen.epochs[1]) == sorted(rest), "exactly rank 0's share of the batches not trained yet"
+    if after == 1:  # the only rank: with what the old group trained, the whole epoch once
+        assert sorted(trained_before + seen.epochs[1]) == list(range(40))
+    full = DistributedBatchSampler(batches, rank=0, world_size=after, shuffle=True, seed=1)
+    assert len(seen.epochs[2]) == sum(len(b) for b in full), "the next epoch is whole"
+
+
+def _rest_of(batches, before, after, done):
+    """Rank 0's batches of the resumed epoch in the new group (what DistributedBatchSampler deals)."""
+    from espnet3.data.sampler import DistributedBatchSampler
+
+    sampler = DistributedBatchSampler(batches, rank=0, world_size=after, shuffle=True, seed=1)
+    sampler.resume({"epoch": 1, "batches_done": done, "world_size": before})
+    return list(sampler)

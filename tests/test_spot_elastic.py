@@ -1,0 +1,147 @@
+"""Spot nodes, lost nodes and elastic groups, end to end on a real multi-node Ray cluster on 127.0.0.1.
+
+A head without CPUs (driver, Train controller) and two worker nodes of one CPU each, so the
+elastic group ``--num-workers 1-2`` runs one rank per node. After the first checkpoint one worker
+node gets the drain notice a spot reclaim sends (``ray drain-node --reason
+DRAIN_NODE_REASON_PREEMPTION``, deadline 20 s) and is killed at the deadline, as the cloud would;
+then a new node joins. The notice must be agreed on by both ranks, a checkpoint written at the
+next step, the group must continue on the survivor and grow back when the new node joins. Then
+the other original node dies without notice (all its processes killed at once): with
+``max_failures=1`` the run must survive that too, on the node left, and finish every epoch, which
+also shows that the preemption was not charged to ``max_failures``. ``train_result.json`` tells the
+story.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from net_utils import RAY_BIN, free_ports, kill_node, ray_start
+from test_fault_tolerance import (  # noqa: F401 (digits: the fixture)
+    TINY, TIMEOUT_S, _env, _overrides, _steps_per_epoch, _train_workers, _wait_for, digits,
+)
+
+DEADLINE_S = 20
+# Steps paced to half a second (a user callback, loaded from the launch directory as a recipe's
+# own code is), so that the notice, the reclaim and the new node all fall inside the run.
+PACE = """
+import time
+import lightning as L
+
+
+class Pace(L.Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        time.sleep(0.5)
+"""
+NODES_PY = """
+import json, sys, ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+print(json.dumps({n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}))
+"""
+
+
+def _alive(address: str, env: dict) -> dict[str, dict]:
+    """node id -> resources of every live node."""
+    out = subprocess.run([sys.executable, "-c", NODES_PY, address], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _join(env: dict, address: str, count: int, *args: str) -> subprocess.Popen:
+    """A worker node, once the cluster shows it (two `ray start`s at once on one machine can collide)."""
+    node = ray_start(env, f"--address={address}", "--num-cpus=1", *args)
+    _wait_for(lambda: len(_alive(address, env)) >= count, f"node {count} to join", timeout=120)
+    return node
+
+
+def _started(exp: Path, count: int) -> float | None:
+    """When the ``count``-th worker group started (``exp_dir/attempts``), once it has."""
+    starts = sorted(json.loads(p.read_text())["started"] for p in exp.glob("attempts/attempt-*.json"))
+    return starts[count - 1] if len(starts) >= count else None
+
+
+def _reports(exp: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(exp.glob("checkpoint_*/metrics.json"))]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(TIMEOUT_S + 300)
+def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_survives_a_lost_node(digits, tmp_path):
+    ray_tmp = Path(f"/tmp/e3spot{os.getpid()}")
+    env = _env(RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="token", RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S="1",
+               # a dead node is noticed in about 3 s instead of 15 (GCS health checks)
+               RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
+    subprocess.run([str(RAY_BIN), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
+    gcs, dashboard, client = free_ports(3)
+    nodes = [ray_start(env, "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
+                        f"--ray-client-server-port={client}", "--num-cpus=0", "--include-dashboard=true")]
+    address = f"127.0.0.1:{gcs}"
+    exp = tmp_path / "exp"
+    try:
+        nodes.append(_join(env, address, 2))
+        nodes.append(_join(env, address, 3, '--resources={"spot": 1}'))
+        (tmp_path / "src").mkdir()
+        (tmp_path / "src" / "pace.py").write_text(PACE)
+        log = tmp_path / "launch.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0",
+                 "--num-workers", "1-2", "--address", address, "trainer.max_epochs=20", "max_failures=1",
+                 "callbacks=[{_target_: src.pace.Pace}]",
+                 "elastic_resize_monitor_interval_s=5", "timeouts.worker_start_s=180",
+                 *_overrides(exp, digits), "--stages", "train"],
+                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+            )
+        try:
+            _wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", proc)
+            first_step = max(r["step"] for r in _reports(exp))
+            spot = next(node for node, resources in _alive(address, env).items() if "spot" in resources)
+            drained_at = time.time()
+            subprocess.run([str(RAY_BIN), "drain-node", f"--address={address}", f"--node-id={spot}",
+                            "--reason=DRAIN_NODE_REASON_PREEMPTION", "--reason-message=spot reclaim",
+                            f"--deadline-remaining-seconds={DEADLINE_S}"], env=env, check=True,
+                           capture_output=True, timeout=60)
+            _wait_for(lambda: any("preemption" in r for r in _reports(exp)), "the preemption checkpoint", proc,
+                      timeout=DEADLINE_S + 30)
+            noticed = time.time()
+            time.sleep(max(0.0, drained_at + DEADLINE_S - time.time()))
+            kill_node(nodes[2])  # the reclaim, at its deadline
+            nodes.append(ray_start(env, f"--address={address}", "--num-cpus=1"))  # a new spot node joins
+            grown = _wait_for(lambda: _started(exp, 3), "the group to grow back", proc)
+            _wait_for(lambda: any(p.stat().st_mtime > grown for p in exp.glob("checkpoint_*/metrics.json")),
+                      "a checkpoint of the grown group", proc)
+            assert _train_workers(nodes[1].pid), "a rank runs on the first worker node"
+            kill_node(nodes[1])  # lost without notice
+            proc.wait(timeout=TIMEOUT_S)
+        finally:
+            proc.kill()
+        output = log.read_text()
+        assert proc.returncode == 0, output[-4000:]
+        assert noticed - drained_at < DEADLINE_S, "the checkpoint was written before the deadline"
+        result = json.loads((exp / "train_result.json").read_text())
+        assert result["metrics"]["epoch"] == 19
+        # Every epoch whole (a resumed one re-dealt; Lightning would otherwise cut the epochs after
+        # it short): the planned optimizer steps, give or take one per re-dealt epoch's rounding.
+        planned = 20 * _steps_per_epoch(exp)
+        assert planned <= result["metrics"]["step"] <= planned + 3
+        (preemption,) = result["preemptions"]
+        assert preemption["checkpoint_step"] > first_step and preemption["noticed_at"] >= drained_at - 1
+        assert preemption["world_size_before"] == 2 and preemption["world_size_after"] == 1
+        assert preemption["steps_repeated"] == 0
+        assert [(r["world_size_before"], r["world_size_after"], r["reason"]) for r in result["resizes"]] == [
+            (2, 1, "preemption"), (1, 2, "grow"), (2, 1, "shrink")]
+        shrunk = result["resizes"][0]
+        assert shrunk["accumulate_grad_batches"] == 2 and shrunk["global_batch_ratio"] == 1.0
+        assert "preemption notice" in output and "with 1 of 2 workers: accumulate_grad_batches 2" in output
+    finally:
+        for node in reversed(nodes):
+            kill_node(node)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
