@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -156,3 +158,24 @@ def _rest_of(batches, before, after, done):
     sampler = DistributedBatchSampler(batches, rank=0, world_size=after, shuffle=True, seed=1)
     sampler.resume({"epoch": 1, "batches_done": done, "world_size": before})
     return list(sampler)
+
+
+def test_sweep_trials_may_be_elastic_groups(tmp_path):
+    import yaml
+
+    from espnet3.orchestration.launch_spec import LaunchSpec
+    from espnet3.sweep.runner import trial_launch
+    from espnet3.sweep.spec import SweepError, SweepSpec
+
+    sweep = yaml.safe_load(open("configs/sweep_tiny.yaml"))
+    sweep.update(base=str(Path("configs/tiny_asr.yaml").resolve()), output_dir=str(tmp_path / "out"),
+                 workers_per_trial="1-2")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    spec = SweepSpec.from_file(path)
+    launch_spec = trial_launch(spec, LaunchSpec(sweep=path))
+    assert spec.workers_per_trial == 2 and launch_spec.scaling == (1, 2)
+    sweep["workers_per_trial"] = "2-1"
+    path.write_text(yaml.safe_dump(sweep))
+    with pytest.raises(SweepError, match="workers_per_trial.*write it as 1-2"):
+        SweepSpec.from_file(path)

@@ -48,6 +48,7 @@ def trial_launch(sweep: SweepSpec, spec: LaunchSpec) -> LaunchSpec:
         sweep=sweep.source,
         num_gpus=sweep.gpus_per_trial if spec.use_gpu else 0,
         num_workers=sweep.workers_per_trial,
+        min_workers=sweep.min_per_trial.get("gpus_per_trial" if spec.use_gpu else "workers_per_trial"),
         cpus_per_worker=sweep.cpus_per_worker,
         address=spec.address,
         stages=["train"],

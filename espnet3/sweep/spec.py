@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +72,10 @@ class SweepSpec:
         metric, mode: what "best" means (``valid/loss``, ``min``).
         num_samples: trials to sample (each grid point is run ``num_samples`` times).
         max_concurrent_trials: trials running at once.
-        workers_per_trial: Ray Train CPU workers per trial (``--num-gpus 0``).
-        gpus_per_trial: Ray Train GPU workers per trial (``--num-gpus N``).
+        workers_per_trial: Ray Train CPU workers per trial (``--num-gpus 0``); ``MIN-MAX`` in the
+            file makes each trial an elastic group (this holds MAX, :attr:`min_per_trial` MIN).
+        gpus_per_trial: Ray Train GPU workers per trial (``--num-gpus N``); ``MIN-MAX`` as above.
+        min_per_trial: the elastic trials' MIN by key (``workers_per_trial``, ``gpus_per_trial``).
         cpus_per_worker: CPUs each worker reserves (fractions allowed).
         scheduler: ASHA early stopping, or ``None`` to run every trial to the end.
         search: ``random`` (Tune's variant generator) or ``optuna`` (TPE).
@@ -102,6 +104,7 @@ class SweepSpec:
     name: str = ""
     output_dir: Path = Path()
     time_attr: str = "training_iteration"
+    min_per_trial: dict[str, int | None] = field(default_factory=dict)
 
     @classmethod
     def from_file(cls, path: str | Path, cli_overrides: Sequence[str] = ()) -> SweepSpec:
@@ -114,7 +117,7 @@ class SweepSpec:
         """
         source = Path(path)
         raw = _load(source)
-        known = [f.name for f in fields(cls) if f.name not in ("source", "config_dir")] + ["overrides"]
+        known = [f.name for f in fields(cls) if f.name not in ("source", "config_dir", "min_per_trial")] + ["overrides"]
         for key in raw:
             if key not in known:
                 close = difflib.get_close_matches(str(key), known, n=1)
@@ -151,6 +154,19 @@ class SweepSpec:
             raise SweepError("metric", src, f"`{task}` models do not log {self.metric}", f"use valid/<k> or train/<k> with k one of {', '.join(ASR_STATS)}")
         if self.mode not in ("min", "max"):
             raise SweepError("mode", src, f"{self.mode!r} is not min or max", "write `mode: min` (losses, error rates) or `mode: max` (accuracy)")
+        for key in ("workers_per_trial", "gpus_per_trial"):
+            value = getattr(self, key)
+            if isinstance(value, str):  # MIN-MAX: elastic trials
+                from espnet3.orchestration.launch_spec import parse_size
+
+                try:
+                    low, high = parse_size(value, f"`{key}`")
+                except ValueError as exc:
+                    raise SweepError(key, src, str(exc).rstrip("."), f"set `{key}` to N or MIN-MAX, e.g. 1-2") from None
+                if low < 1:
+                    raise SweepError(key, src, f"MIN of {value!r} is 0", f"set `{key}` to MIN-MAX with MIN >= 1")
+                setattr(self, key, high)
+                self.min_per_trial[key] = low if low < high else None
         for key in ("num_samples", "max_concurrent_trials", "workers_per_trial", "gpus_per_trial"):
             value = getattr(self, key)
             if not (_is_int(value) and value >= 1):
