@@ -34,9 +34,23 @@ class Terminated(KeyboardInterrupt):
 
 
 _SIGTERM_RECEIVED = threading.Event()
+# How long a SIGTERM during training waits for every rank to checkpoint before stopping anyway.
+STOP_GRACE_S = 120.0
 
 
 def _terminate(signum, frame) -> None:
+    from espnet3.orchestration.preemption import armed
+
+    board = armed()
+    if board is not None and not _SIGTERM_RECEIVED.is_set():
+        _SIGTERM_RECEIVED.set()
+        board.ask.remote("SIGTERM")
+        print(f"[espnet3] SIGTERM: every rank checkpoints at its next step, then the run stops (within "
+              f"{STOP_GRACE_S:.0f} s; another SIGTERM stops at once)", file=sys.stderr, flush=True)
+        timer = threading.Timer(STOP_GRACE_S, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.daemon = True
+        timer.start()
+        return
     _SIGTERM_RECEIVED.set()
     raise Terminated()
 
@@ -269,8 +283,10 @@ def _run_stages(spec: LaunchSpec, cfg: DictConfig, config_dir: Path, exp_dir: Pa
         from espnet3.orchestration.provenance import write_run_file
         from espnet3.stages.train import run_train
 
+        from espnet3.orchestration.preemption import start_board
+
         write_run_file(exp_dir, spec)
-        run_train(cfg, spec, config_dir, plan)
+        run_train(cfg, spec, config_dir, plan, stop_board=start_board())
     if {"infer", "measure"} & set(spec.stages):
         run_evaluation(spec, evaluation_plan(cfg), plan)
     if "pack" in spec.stages:
@@ -359,6 +375,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"espnet3.launch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (TrainingFailedError, OutOfMemoryError) as exc:
+        from espnet3.orchestration.failures import is_requested_stop
+
+        if is_requested_stop(exc):  # SIGTERM, and every rank checkpointed at its next step
+            print("[espnet3] stopped by SIGTERM after a checkpoint at the step it arrived; continue with the same "
+                  "command and --resume", file=sys.stderr, flush=True)
+            return EXIT_TERMINATED
         if spec.verbose:
             raise
         print(f"espnet3.launch: training failed:\n{describe_failure(exc)}\n(--verbose or {DEBUG_ENV}=1 for "

@@ -179,3 +179,12 @@ def test_sweep_trials_may_be_elastic_groups(tmp_path):
     path.write_text(yaml.safe_dump(sweep))
     with pytest.raises(SweepError, match="workers_per_trial.*write it as 1-2"):
         SweepSpec.from_file(path)
+
+
+def test_a_checkpoint_written_for_a_notice_is_never_ranked_by_the_criteria():
+    from espnet3.orchestration.criteria import parse_criteria
+
+    (criterion,) = parse_criteria([["valid/loss", 3, "min"]])
+    reports = [Report("checkpoint_a", {"valid/loss": 2.0}, 0),
+               Report("checkpoint_b", {"valid/loss": -1.0, PREEMPTION_KEY: {"reason": "SIGTERM"}}, 1)]
+    assert [r.name for r in criterion.best(reports)] == ["checkpoint_a"]

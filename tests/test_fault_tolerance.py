@@ -119,8 +119,9 @@ def _train_workers(root: int) -> list[int]:
 @pytest.mark.timeout(2 * TIMEOUT_S)
 def test_a_sigkilled_worker_is_replaced_then_sigterm_stops_quietly_and_resume_finishes(digits, tmp_path):
     """One run, two faults: a worker process SIGKILLed after the first checkpoint is replaced and
-    resumes from it; then a scheduler's preemption (or `timeout`), SIGTERM to the launcher, stops it
-    quietly, and the same command with --resume finishes the run."""
+    resumes from it; then a scheduler's preemption (or `timeout`), SIGTERM to the launcher, makes
+    every rank checkpoint at its next step and stops the run quietly, and the same command with
+    --resume finishes the run from that step."""
     exp = tmp_path / "exp"
     ray_tmp = Path(f"/tmp/e3ft{os.getpid()}")  # its own cluster; short: Ray's socket paths have a length limit
     command = [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "2",
@@ -136,7 +137,7 @@ def test_a_sigkilled_worker_is_replaced_then_sigterm_stops_quietly_and_resume_fi
             _wait_for(lambda: _attempts(exp) == 2, "the replacement worker group", proc)
             assert _attempts(exp) == 2, "the worker group was started once more, and only once"
             proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=90)
+            proc.wait(timeout=180)
         finally:
             proc.kill()
             shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -145,10 +146,14 @@ def test_a_sigkilled_worker_is_replaced_then_sigterm_stops_quietly_and_resume_fi
     assert "stopped by SIGTERM" in output and "--resume" in output
     assert "Traceback" not in output and "*** SIGTERM received" not in output, output[-3000:]
     assert not _train_workers(proc.pid) and not (exp / "train_result.json").exists()
+    stops = [m["preemption"] for m in map(json.loads, (p.read_text() for p in exp.glob("checkpoint_*/metrics.json")))
+             if "preemption" in m]
+    assert [s["reason"] for s in stops] == ["SIGTERM"], "one checkpoint, written for the SIGTERM"
 
     resumed = subprocess.run([*command, "--resume", "--stages", "train"], cwd=tmp_path, env=_env(),
                              capture_output=True, text=True, timeout=TIMEOUT_S)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed at step {stops[0]['checkpoint_step']} " in resumed.stdout, "from the SIGTERM's checkpoint"
     result = _result(exp)
     assert result["epoch"] == 2 and result["step"] == 3 * _steps_per_epoch(exp)
     assert (exp / "valid.loss.ave_2best.pth").is_file()

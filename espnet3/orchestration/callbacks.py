@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -40,8 +41,8 @@ class RayReportCallback(L.Callback):
     Every checkpoint carries the training sampler's progress (``sampler.json``), so a run resumed
     from a mid-epoch one trains exactly the epoch's remaining batches. When the ranks have agreed
     on a preemption notice (``nan_guard.stop_agreed``), the next optimizer-step boundary saves and
-    reports a checkpoint (``preemption`` in its metrics; the criteria's metrics NaN, so it is never
-    ranked) and stops with :class:`~espnet3.orchestration.preemption.PreemptionStop`.
+    reports a checkpoint (``preemption`` in its metrics, which keeps it out of every top-K) and
+    stops with :class:`~espnet3.orchestration.preemption.PreemptionStop`.
     """
 
     def __init__(self, criteria: Sequence[BestCriterion] = (), send: Callable[[str], None] | None = None,
@@ -62,20 +63,26 @@ class RayReportCallback(L.Callback):
         guard = getattr(pl_module, "nan_guard", None)
         if guard is None or not guard.stop_agreed or trainer.fit_loop.epoch_loop._should_accumulate():
             return
-        from espnet3.orchestration.preemption import PREEMPTION_KEY, PreemptionStop
+        from espnet3.orchestration.preemption import PREEMPTION_KEY, PreemptionStop, StopRequested
 
         record = self.notice.describe() if self.notice is not None else {"reason": "preemption notice"}
         record.update(time=time.time(), world_size=trainer.world_size, checkpoint_step=trainer.global_step,
                       epoch=trainer.current_epoch)
-        metrics = {c.metric: math.nan for c in self.criteria}
+        # Ray ranks checkpoints by the first criterion and keeps its metrics in JSON (a NaN comes
+        # back as null and breaks the ranking on --resume): the worst finite value instead; espnet3's
+        # own ranking skips checkpoints written for a notice.
+        metrics = {c.metric: sys.float_info.max if c.mode == "min" else -sys.float_info.max for c in self.criteria}
         metrics.update(epoch=trainer.current_epoch, step=trainer.global_step, **{PREEMPTION_KEY: record})
         self._report(trainer, metrics, batch_idx + 1)
-        if trainer.global_rank == 0 and self.send is not None:
+        requested = self.notice is not None and self.notice.requested is not None
+        if trainer.global_rank == 0 and self.send is not None and not requested:
             deadline = record.get("deadline")
             left = f", {deadline - time.time():.0f} s before the deadline" if deadline else ""
             ranks = f" of rank(s) {record['ranks']}" if record.get("ranks") else ""
             self.send(f"[espnet3] preemption notice ({record['reason']}{ranks}): checkpoint at step "
                       f"{trainer.global_step}{left}; Ray restarts the workers without the draining node")
+        if requested:
+            raise StopRequested(f"checkpoint saved at step {trainer.global_step}: {record['reason']}")
         raise PreemptionStop(f"checkpoint saved at step {trainer.global_step} for a preemption notice")
 
     def _report(self, trainer: L.Trainer, metrics: dict, batches_done: int) -> None:

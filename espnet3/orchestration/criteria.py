@@ -38,11 +38,14 @@ class BestCriterion:
         return f"{self.metric.replace('/', '.')}.ave_{self.keep}best.pth"
 
     def best(self, reports: Sequence[Report]) -> list[Report]:
-        """The top-K ``reports`` by this metric, best first; reports without it (or with NaN) are not ranked.
+        """The top-K ``reports`` by this metric, best first; reports without it (or with NaN) are not
+        ranked, nor checkpoints written for a preemption notice (no validation ran for them).
 
         Ties go to the later report, as the later model has seen more data.
         """
-        scored = [r for r in reports if _finite(r.metrics.get(self.metric))]
+        from espnet3.orchestration.preemption import PREEMPTION_KEY
+
+        scored = [r for r in reports if _finite(r.metrics.get(self.metric)) and PREEMPTION_KEY not in r.metrics]
         sign = -1.0 if self.mode == "max" else 1.0
         scored.sort(key=lambda r: (sign * float(r.metrics[self.metric]), -r.order))
         return scored[: self.keep]

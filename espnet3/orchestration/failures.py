@@ -106,11 +106,20 @@ def is_startup_timeout(error: TrainingFailedError) -> bool:
 
 
 def is_preemption_stop(error: TrainingFailedError) -> bool:
-    """Whether every failed rank stopped after the checkpoint for a preemption notice."""
+    """Whether every failed rank stopped after the checkpoint for a preemption notice (and not
+    because the launcher asked: that run ends, see :func:`is_requested_stop`)."""
     from espnet3.orchestration.preemption import PreemptionStop
 
     failures = getattr(error, "worker_failures", None) or {}
-    return bool(failures) and all(isinstance(e, PreemptionStop) for e in failures.values())
+    return (bool(failures) and all(isinstance(e, PreemptionStop) for e in failures.values())
+            and not is_requested_stop(error))
+
+
+def is_requested_stop(error: BaseException) -> bool:
+    """Whether a rank stopped after its checkpoint because the launcher asked (SIGTERM)."""
+    from espnet3.orchestration.preemption import StopRequested
+
+    return any(isinstance(e, StopRequested) for e in _chain(error))
 
 
 class RetryCurablePolicy(FailurePolicy):
@@ -138,7 +147,7 @@ class RetryCurablePolicy(FailurePolicy):
             if self.on_preemption_stop is not None:
                 self.on_preemption_stop()
             return FailureDecision.RETRY
-        if is_startup_timeout(training_failed_error):
+        if is_startup_timeout(training_failed_error) or is_requested_stop(training_failed_error):
             return FailureDecision.RAISE
         if isinstance(training_failed_error, WorkerGroupError) and any(
             is_deterministic(error) for error in training_failed_error.worker_failures.values()

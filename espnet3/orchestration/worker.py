@@ -79,7 +79,7 @@ def _fit(loop_config: dict[str, Any], console: WorkerConsole) -> None:
     if gpu is not None:
         model = gpu.prepare_model(model)
     module = ESPnetLightningModule(model, gpu.optimizer_configs(cfg) if gpu is not None else cfg)
-    notice = LocalNotice()
+    notice = LocalNotice(loop_config.get("stop_board"))
     module.nan_guard.notice = notice
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext() as directory:

@@ -30,11 +30,12 @@ class TrainOutcome:
 
 def build_torch_trainer(
     cfg: DictConfig, spec: LaunchSpec, config_dir: Path, plan: DataPlan, callbacks: Sequence = (),
-    console_queue=None,
+    console_queue=None, stop_board=None,
 ):
     """The Ray Train run of ``cfg`` over the data of ``plan``; ``callbacks`` (Ray ``UserCallback``s)
     let a Tune trial forward its reports to Tune, ``console_queue`` receives the console lines
-    (:class:`espnet3.orchestration.console.DriverConsole`)."""
+    (:class:`espnet3.orchestration.console.DriverConsole`), ``stop_board`` the launcher's request to
+    checkpoint and stop (:class:`espnet3.orchestration.preemption.StopBoard`)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig
 
@@ -65,6 +66,7 @@ def build_torch_trainer(
             "max_workers": spec.world_size,
             "cpus_per_worker": spec.cpus_per_worker,
             "console_queue": console_queue,
+            "stop_board": stop_board,
             "storage_env": storage.worker_env(),
         },
         torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo", timeout_s=int(cfg.timeouts.collective_s)),
@@ -94,14 +96,20 @@ def build_torch_trainer(
     )
 
 
-def run_train(cfg: DictConfig, spec: LaunchSpec, config_dir: Path, plan: DataPlan) -> TrainOutcome:
+def run_train(cfg: DictConfig, spec: LaunchSpec, config_dir: Path, plan: DataPlan, stop_board=None) -> TrainOutcome:
     from espnet3.orchestration.console import LOG_DIR, DriverConsole
 
     exp_dir = Path(cfg.exp_dir).resolve()
     train = TrainSpec.from_config(OmegaConf.to_container(cfg, resolve=True))
     print(f"[espnet3] worker output -> {storage.home(exp_dir / LOG_DIR)}/rank*.log", flush=True)
-    with DriverConsole() as console:
-        result = build_torch_trainer(cfg, spec, config_dir, plan, console_queue=console.queue).fit()
+    from espnet3.orchestration.preemption import disarm
+
+    try:
+        with DriverConsole() as console:
+            result = build_torch_trainer(cfg, spec, config_dir, plan, console_queue=console.queue,
+                                         stop_board=stop_board).fit()
+    finally:
+        disarm()  # a SIGTERM from here on stops at once
     outcome = export_run(exp_dir, train, dict(result.metrics or {}))
     if plan.preprocess.task is not None:
         from espnet3.export import write_espnet2_config
