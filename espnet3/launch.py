@@ -89,9 +89,13 @@ def parse_args(argv: list[str] | None = None) -> LaunchSpec:
                         "evaluate = infer measure")
     parser.add_argument("--resume", action="store_true", help="continue the run already in exp_dir (with --sweep: the sweep in output_dir)")
     parser.add_argument("--dry-run", action="store_true", help="validate the config and print the plan; start nothing")
+    parser.add_argument("--slurm", default=None, metavar="KEY=VALUE,...",
+                        help="submit as a SLURM job (partition, time, nodes, gpus_per_node, cpus_per_node, account, "
+                        "qos, mem, signal_s, max_requeues): checkpoint and requeue at walltime (README, SLURM)")
     parser.add_argument("--verbose", action="store_true",
                         help="show Python tracebacks of configuration and training errors (also ESPNET3_DEBUG=1)")
     parser.add_argument("overrides", nargs="*", help="config overrides: a.b=value, +new.key=value (anywhere)")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_intermixed_args(argv)
     # `--stages train exp_dir=/x`: nargs="+" takes the overrides after the stages too.
     stages = [s for s in args.stages or [] if not _is_override(s)]
@@ -101,6 +105,9 @@ def parse_args(argv: list[str] | None = None) -> LaunchSpec:
             parser.error(f"argument --stages: invalid choice: {stage!r} (choose from {', '.join([*STAGES, *STAGE_ALIASES])})")
     args.stages = stages
     try:
+        from espnet3.orchestration.slurm import SlurmSpec, without_option
+
+        slurm = SlurmSpec.parse(args.slurm) if args.slurm is not None else None
         gpus = parse_size(args.num_gpus, "--num-gpus")
         workers = parse_size(args.num_workers, "--num-workers")
         elastic = gpus if gpus[1] > 0 else workers
@@ -117,9 +124,38 @@ def parse_args(argv: list[str] | None = None) -> LaunchSpec:
             dry_run=args.dry_run,
             verbose=args.verbose or bool(os.environ.get(DEBUG_ENV)),
             overrides=list(args.overrides),
+            slurm=slurm,
+            argv=without_option(argv, "--slurm"),
         )
     except ValueError as exc:
         parser.error(str(exc))
+
+
+def submit_slurm(spec: LaunchSpec, checked) -> int:
+    """``--slurm``: the launch, checked here, submitted as a self-requeueing sbatch job (nothing runs here)."""
+    from espnet3 import storage
+    from espnet3.config.errors import ConfigError
+    from espnet3.orchestration import slurm
+    from espnet3.storage import atomic_write
+
+    run_dir = storage.home(checked.exp_dir if spec.config is not None else checked.output_dir)
+    # SLURM writes the job's output to a path: a run in a bucket keeps its job files here.
+    local = Path.cwd() / "slurm" / Path(run_dir).name if storage.is_uri(run_dir) else Path(run_dir)
+    nodes = spec.slurm.nodes
+    cpus = 1 + int(-(-spec.world_size // nodes) * spec.cpus_per_worker + 0.999)
+    try:
+        spec.slurm.check(spec.num_gpus)
+        name = checked.name if spec.config is not None else checked.name or "sweep"
+        script = atomic_write(local / slurm.SCRIPT, spec.slurm.script(spec.argv, str(local), str(name), cpus))
+        script.chmod(0o755)
+        if spec.dry_run:
+            print(f"[espnet3] wrote {script}; not submitted (--dry-run)", flush=True)
+            return 0
+        job = slurm.submit(script)
+    except ValueError as exc:
+        raise ConfigError("--slurm", "the command line", str(exc).removeprefix("--slurm: "), None) from None
+    print(f"[espnet3] submitted SLURM job {job}: {script}; its output -> {local}/slurm/slurm-{job}.out", flush=True)
+    return 0
 
 
 def check_run_dir(cfg: DictConfig, spec: LaunchSpec) -> None:
@@ -285,7 +321,10 @@ def _run_stages(spec: LaunchSpec, cfg: DictConfig, config_dir: Path, exp_dir: Pa
 
         from espnet3.orchestration.preemption import start_board
 
+        from espnet3.orchestration.slurm import record_requeue
+
         write_run_file(exp_dir, spec)
+        record_requeue(exp_dir)
         run_train(cfg, spec, config_dir, plan, stop_board=start_board())
     if {"infer", "measure"} & set(spec.stages):
         run_evaluation(spec, evaluation_plan(cfg), plan)
@@ -363,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         check, execute = runner.preflight, runner.run
     else:
         check, execute = preflight, run
+    if spec.slurm is not None:
+        execute = submit_slurm
     from ray.exceptions import OutOfMemoryError
     from ray.train import TrainingFailedError
 

@@ -60,6 +60,9 @@ class LaunchSpec:
         dry_run: validate and print the plan, start nothing.
         verbose: show tracebacks of configuration and training errors.
         overrides: ``a.b=value`` / ``+a.b=value`` config overrides.
+        slurm: ``--slurm`` options (:class:`espnet3.orchestration.slurm.SlurmSpec`): submit the launch
+            as a SLURM job instead of running it.
+        argv: the command line without ``--slurm`` (what the SLURM job runs).
     """
 
     config: Path | None = None
@@ -74,6 +77,8 @@ class LaunchSpec:
     dry_run: bool = False
     verbose: bool = False
     overrides: list[str] = field(default_factory=list)
+    slurm: object | None = None
+    argv: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if (self.config is None) == (self.sweep is None):

@@ -129,6 +129,7 @@ def export_run(exp_dir: Path, train: TrainSpec, metrics: dict) -> TrainOutcome:
     from espnet3.export import average_checkpoints
     from espnet3.orchestration.callbacks import CHECKPOINT_NAME
     from espnet3.orchestration.elastic import history, read_attempts
+    from espnet3.orchestration.slurm import read_requeues
     from espnet3.orchestration.pruning import read_reports
 
     run_home = storage.home(exp_dir)
@@ -164,6 +165,7 @@ def export_run(exp_dir: Path, train: TrainSpec, metrics: dict) -> TrainOutcome:
         "averaged_model": summary[0]["averaged_model"],
         "last_model": storage.home(last),
         **history(read_attempts(exp_dir), read_reports(run_home)),
+        "requeues": read_requeues(exp_dir),
     }
     if train.ema is not None and not train.ema.exported:
         result["ema_model"] = storage.home(average_checkpoints([latest], exp_dir / EMA_MODEL_FILE, weights="ema"))

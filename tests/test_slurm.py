@@ -1,0 +1,148 @@
+"""SLURM: the --slurm options, the checks against the cluster, and the sbatch script espnet3 writes."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from espnet3 import launch
+from test_fault_tolerance import digits  # noqa: F401 (the corpus fixture)
+from espnet3.orchestration.slurm import SlurmSpec, _gpus, without_option
+
+TINY = "configs/tiny_asr.yaml"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_options_parse_with_sbatch_names_and_types():
+    spec = SlurmSpec.parse("partition=gpu,time=24:00:00,gpus_per_node=4,nodes=2,signal-s=300")
+    assert (spec.partition, spec.time, spec.gpus_per_node, spec.nodes, spec.signal_s) == ("gpu", "24:00:00", 4, 2, 300)
+    assert SlurmSpec.parse("") == SlurmSpec()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("partiton=gpu", "unknown option 'partiton'; did you mean partition?"),
+    ("nodes=two", "nodes=two: expected a whole number"),
+    ("time", "key=value pairs"),
+    ("nodes=0", "nodes and signal_s must be >= 1"),
+])
+def test_bad_options_are_usage_errors(text, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        launch.parse_args(["--config", TINY, "--slurm", text])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_checks_against_the_partitions_sinfo_lists():
+    partitions = {"cpu": [0, 0], "gpu": [4, 8]}
+    SlurmSpec(partition="gpu", gpus_per_node=8, nodes=1).check(8, partitions)
+    with pytest.raises(ValueError, match="no such partition; use one of cpu, gpu"):
+        SlurmSpec(partition="gpus").check(0, partitions)
+    with pytest.raises(ValueError, match="at most 8 GPU"):
+        SlurmSpec(partition="gpu", gpus_per_node=16).check(0, partitions)
+    with pytest.raises(ValueError, match="--num-gpus 8 does not fit.*nodes=1,gpus_per_node=4"):
+        SlurmSpec(partition="gpu", gpus_per_node=4).check(8, partitions)
+    assert [_gpus(g) for g in ("(null)", "gpu:4", "gpu:a100:8(S:0-1)", "gpu:2,gpu:a100:2")] == [0, 4, 8, 4]
+
+
+def test_the_script_asks_for_the_warning_relays_it_and_requeues_a_stopped_run():
+    spec = SlurmSpec(partition="debug", time="00:10:00", signal_s=60, max_requeues=3)
+    script = spec.script(["--config", "x.yaml", "--num-gpus", "0"], "/runs/exp", "tiny", 3, python="/venv/bin/python")
+    for line in ("#SBATCH --signal=B:USR1@60", "#SBATCH --requeue", "#SBATCH --partition=debug",
+                 "#SBATCH --time=00:10:00", "#SBATCH --cpus-per-task=3", "#SBATCH --output=/runs/exp/slurm/slurm-%j.out",
+                 "trap 'kill -TERM $pid' USR1 TERM", 'scontrol requeue "$SLURM_JOB_ID"'):
+        assert line in script, line
+    assert '"${SLURM_RESTART_COUNT:-0}" -lt 3' in script and "resume=(--resume)" in script
+    assert "/venv/bin/python -m espnet3.launch --config x.yaml --num-gpus 0" in script
+    assert "symmetric-run" not in script
+    multi = SlurmSpec(nodes=2, gpus_per_node=4).script(["--config", "x.yaml"], "/e", "n", 9, python="/venv/bin/python")
+    assert "--gpus-per-node=4" in multi and '/venv/bin/ray symmetric-run --address "$head:6379"' in multi
+
+
+def test_the_job_runs_the_same_command_without_slurm():
+    argv = ["--config", "x.yaml", "--slurm", "time=1:00", "--num-gpus", "0", "--slurm=nodes=2", "seed=3"]
+    assert without_option(argv, "--slurm") == ["--config", "x.yaml", "--num-gpus", "0", "seed=3"]
+
+
+def test_without_slurm_the_launcher_exits_2_naming_the_option(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # a machine without sinfo
+    code = launch.main(["--config", TINY, "--num-gpus", "0", "--slurm", "time=00:05:00", f"exp_dir={tmp_path}/exp"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--slurm" in err and "sinfo" in err and "login node" in err
+
+
+# ------------------------------------------------------------------------------ a real SLURM
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    from slurm_local import LocalSlurm, install
+
+    problem = install()
+    if problem:
+        pytest.skip(problem)
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    problem = cluster.start()
+    if problem:
+        cluster.stop()
+        pytest.skip(problem)
+    yield cluster
+    subprocess.run(["scancel", "--user", "root"], env=cluster.env, capture_output=True)
+    cluster.stop()
+
+
+PACE = """
+import time
+import lightning as L
+
+
+class Pace(L.Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        time.sleep(0.5)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_submitted_job_trains_evaluates_checkpoints_at_its_warning_and_requeues_to_the_end(slurm, digits, tmp_path):
+    """The tiny ASR job submitted through the launcher; mid-run SLURM's walltime warning (USR1 to the
+    batch shell, as `--signal=B:USR1@...` sends it) must checkpoint, requeue the job and finish
+    every epoch in the same exp_dir, repeating no optimizer step."""
+    from test_fault_tolerance import _env, _overrides, _wait_for
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "pace.py").write_text(PACE)
+    exp = tmp_path / "exp"
+    env = {**_env(), "SLURM_CONF": slurm.env["SLURM_CONF"]}
+    proc = subprocess.run(
+        [sys.executable, "-m", "espnet3.launch", "--config", str(REPO / TINY), "--num-gpus", "0", "--num-workers", "1",
+         "trainer.max_epochs=6", "callbacks=[{_target_: src.pace.Pace}]", *_overrides(exp, digits),
+         "--slurm", "partition=debug,time=00:30:00,signal_s=60,max_requeues=2"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    job = re.search(r"submitted SLURM job (\d+)", proc.stdout).group(1)
+    script = (exp / "slurm" / "espnet3.sbatch").read_text()
+    assert "--slurm" not in script and "#SBATCH --signal=B:USR1@60" in script
+    out = exp / "slurm" / f"slurm-{job}.out"
+    _wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", timeout=300)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=slurm.env, check=True, capture_output=True)
+    # SLURM holds a requeued batch job for two minutes; an administrator may release it at once.
+    _wait_for(lambda: slurm.job_state(job) == "PENDING", "the job to requeue", timeout=300)
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], env=slurm.env, capture_output=True)
+    _wait_for(lambda: slurm.job_state(job) in ("COMPLETED", "FAILED", "CANCELLED"), "the requeued job to end",
+              timeout=400)
+    log = out.read_text()
+    assert slurm.job_state(job) == "COMPLETED", log[-3000:]
+    result = json.loads((exp / "train_result.json").read_text())
+    assert result["metrics"]["epoch"] == 5
+    (requeue,) = result["requeues"]
+    assert requeue["job_id"] == job and requeue["restart_count"] == 1
+    (stop,) = [p for p in result["preemptions"] if p["reason"] == "SIGTERM"]
+    assert f"resumed at step {stop['checkpoint_step']} " in log, "the requeued job went on from the warning's step"
+    assert f"requeueing SLURM job {job}" in log
+    assert set(json.loads((exp / "infer" / "test" / "metrics.json").read_text())) == {"cer", "wer"}
