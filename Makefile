@@ -9,6 +9,9 @@ PIP := $(PY) -m pip --disable-pip-version-check
 
 DEMO_CONFIG ?= configs/digits_asr.yaml
 PYTEST_ARGS ?=
+# The suite runs in 2 pytest processes (pytest-xdist, a file at a time in each): its end-to-end
+# tests mostly wait (Ray start-up, restarts, deadlines), ~0.5 cores busy on average in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test clean-venv
 
@@ -26,7 +29,7 @@ demo: install
 	$(PY) -m espnet3.launch --config $(DEMO_CONFIG) --num-gpus 0
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

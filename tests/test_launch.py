@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -108,15 +109,14 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
 
     ray_bin = Path(sys.executable).parent / "ray"
     gcs, dashboard, agent, agent_grpc, client, env_agent, metrics = free_ports(7)
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    # Its own Ray directory (short: Ray's socket paths have a length limit): the pointer file `ray
+    # start` writes there would otherwise make any launch on this machine join this cluster.
+    ray_tmp = Path(f"/tmp/e3job{os.getpid()}")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_TMPDIR": str(ray_tmp)}
     subprocess.run([str(ray_bin), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
     workdir = tmp_path / "recipe"
     workdir.mkdir()
     (workdir / "train.yaml").write_text(TINY.read_text())
-    # `ray start` records its address in /tmp/ray/ray_current_cluster, which Ray's State
-    # API (used by Train's placement-group cleaner) trusts; put the session cluster's back.
-    pointer = Path("/tmp/ray/ray_current_cluster")
-    saved_pointer = pointer.read_text() if pointer.exists() else None
     head = subprocess.Popen(
         [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
          f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent}",
@@ -149,10 +149,7 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
     finally:
         head.terminate()
         head.wait(timeout=60)
-        if saved_pointer is None:
-            pointer.unlink(missing_ok=True)
-        else:
-            pointer.write_text(saved_pointer)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_a_dead_clusters_pointer_file_is_removed_and_not_joined(tmp_path, monkeypatch):

@@ -74,7 +74,8 @@ def _reports(exp: Path) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(TIMEOUT_S + 300)
-def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_survives_a_lost_node(digits, tmp_path):
+def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_survives_a_lost_node(
+        digits, tmp_path, monkeypatch):
     ray_tmp = Path(f"/tmp/e3spot{os.getpid()}")
     env = _env(RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="token", RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S="1",
                # a dead node is noticed in about 3 s instead of 15 (GCS health checks)
@@ -130,6 +131,7 @@ def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_surv
         assert result["metrics"]["epoch"] == 19
         # Every epoch whole (a resumed one re-dealt; Lightning would otherwise cut the epochs after
         # it short): the planned optimizer steps, give or take one per re-dealt epoch's rounding.
+        monkeypatch.syspath_prepend(str(tmp_path))  # the run's train.yaml names the recipe's src.pace
         planned = 20 * _steps_per_epoch(exp)
         assert planned <= result["metrics"]["step"] <= planned + 3
         (preemption,) = result["preemptions"]
