@@ -188,3 +188,19 @@ def test_a_checkpoint_written_for_a_notice_is_never_ranked_by_the_criteria():
     reports = [Report("checkpoint_a", {"valid/loss": 2.0}, 0),
                Report("checkpoint_b", {"valid/loss": -1.0, PREEMPTION_KEY: {"reason": "SIGTERM"}}, 1)]
     assert [r.name for r in criterion.best(reports)] == ["checkpoint_a"]
+
+
+def test_tune_sees_validation_reports_only_not_the_checkpoints_written_for_a_notice(monkeypatch):
+    """ASHA counts reports as iterations: a preemption's checkpoint must not be one."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from espnet3.sweep.trial import _tune_callback
+
+    monkeypatch.setattr(TuneReportCallback, "__init__", lambda self: None)  # outside a Tune session
+    callback = _tune_callback()
+    forwarded = []
+    callback._training_actor_item_queue = type("Queue", (), {"put": lambda self, item: forwarded.append(item)})()
+    callback.after_report(None, [{"valid/loss": 1.0, "step": 4}], None)
+    callback.after_report(None, [{"valid/loss": 1e308, "step": 6, PREEMPTION_KEY: {"reason": "node drain"}}], None)
+    callback.after_report(None, [{"valid/loss": 0.5, "step": 8}], None)
+    assert [m["step"] for m in forwarded] == [4, 8]
