@@ -7,6 +7,7 @@ config, the launch options, the run directory and the model itself.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -141,12 +142,11 @@ def submit_slurm(spec: LaunchSpec, checked) -> int:
     run_dir = storage.home(checked.exp_dir if spec.config is not None else checked.output_dir)
     # SLURM writes the job's output to a path: a run in a bucket keeps its job files here.
     local = Path.cwd() / "slurm" / Path(run_dir).name if storage.is_uri(run_dir) else Path(run_dir)
-    nodes = spec.slurm.nodes
-    cpus = 1 + int(-(-spec.world_size // nodes) * spec.cpus_per_worker + 0.999)
+    # The workers of the busiest node, and one CPU for the driver.
+    cpus = 1 + math.ceil(math.ceil(spec.world_size / spec.slurm.nodes) * spec.cpus_per_worker)
     try:
         spec.slurm.check(spec.num_gpus)
-        name = checked.name if spec.config is not None else checked.name or "sweep"
-        script = atomic_write(local / slurm.SCRIPT, spec.slurm.script(spec.argv, str(local), str(name), cpus))
+        script = atomic_write(local / slurm.SCRIPT, spec.slurm.script(spec.argv, str(local), str(checked.name or "sweep"), cpus))
         script.chmod(0o755)
         if spec.dry_run:
             print(f"[espnet3] wrote {script}; not submitted (--dry-run)", flush=True)
@@ -316,12 +316,10 @@ def _run_stages(spec: LaunchSpec, cfg: DictConfig, config_dir: Path, exp_dir: Pa
             check_trainable(plain, lambda: build_model(cfg, config_dir, plan), spec.config)
     save_config(cfg, exp_dir / "train.yaml")
     if "train" in spec.stages:
-        from espnet3.orchestration.provenance import write_run_file
-        from espnet3.stages.train import run_train
-
         from espnet3.orchestration.preemption import start_board
-
+        from espnet3.orchestration.provenance import write_run_file
         from espnet3.orchestration.slurm import record_requeue
+        from espnet3.stages.train import run_train
 
         write_run_file(exp_dir, spec)
         record_requeue(exp_dir)

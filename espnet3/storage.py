@@ -140,6 +140,13 @@ def read_text(location: str | os.PathLike) -> str:
     return read_bytes(location).decode("utf-8")
 
 
+def read_json_files(location: str | os.PathLike, prefix: str) -> list[Any]:
+    """The values of the files ``<prefix>*.json`` directly under ``location``, in name order (none
+    when it does not exist): records written one file each, as an object store has no append."""
+    return [json.loads(read_text(join(location, name))) for name in listdir(location)
+            if name.startswith(prefix) and name.endswith(".json")]
+
+
 def delete(location: str | os.PathLike) -> None:
     """Remove a file, or a directory with everything in it."""
     import pyarrow.fs as pafs

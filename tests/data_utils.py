@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -100,3 +101,26 @@ def train_config(root: Path, dirs: dict[str, Path], **dataloader) -> dict:
             "batch_type": "numel", "batch_bins": 40000, "batch_size": 4, "num_workers": 0, **dataloader
         },
     }
+
+
+def resume_in_another_group(old: Sequence, new: Sequence, epoch: int, done: int) -> tuple[Counter, int]:
+    """The old group's ranks train ``done`` batches of ``epoch``; the new group's samplers resume it.
+
+    Returns what the epoch trained, utterance by utterance, over both groups, and the new group's
+    epoch length, after asserting that every new rank takes the same number of steps and that its
+    position plus the batches left is that length (what Lightning counts with).
+    """
+    for sampler in old:
+        sampler.set_epoch(epoch)
+    seen = Counter(u for sampler in old for batch in list(sampler)[:done] for u in batch)
+    progress = old[0].progress(done)
+    lengths = set()
+    for sampler in new:
+        sampler.resume(progress)
+        rest = list(sampler)
+        lengths.add((len(sampler), sampler.resumed_batches_done(), len(rest)))
+        seen.update(u for batch in rest for u in batch)
+    assert len(lengths) == 1, "every new rank takes the same number of steps"
+    (length, position, rest), = lengths
+    assert length == position + rest, "where the epoch stands plus the batches left is its length"
+    return seen, length

@@ -99,7 +99,12 @@ def split_to_multiple(batches: Sequence[Batch], world_size: int) -> list[list]:
             f"{num_utts} utterance(s) cannot be shared by {world_size} training workers; "
             "use fewer workers or more data"
         )
-    return split_to_count(batches, -(-len(batches) // world_size) * world_size, f"{world_size} workers")
+    return split_to_multiple_of(batches, world_size)
+
+
+def split_to_multiple_of(batches: Sequence[Batch], size: int) -> list[list]:
+    """:func:`split_to_count` up to the next multiple of ``size`` (the batches of ``size`` workers)."""
+    return split_to_count(batches, -(-len(batches) // size) * size, f"{size} workers")
 
 
 def split_to_count(batches: Sequence[Batch], count: int, among: str) -> list[list]:
@@ -226,10 +231,9 @@ class DistributedBatchSampler(Sampler[list]):
             order.set_epoch(epoch)
             visited = [planned[group * before + r] for group in order for r in range(before)]
             rest = visited[state["batches_done"] * before:]
-            if rest and before != self.world_size:
-                size = self.world_size
-                rest = split_to_count(rest, -(-len(rest) // size) * size, f"{size} workers")
             size = self.world_size
+            if rest and before != size:
+                rest = split_to_multiple_of(rest, size)
             self._resumed = (epoch, [rest[i:i + size] for i in range(0, len(rest) - size + 1, size)])
         return self._resumed[1]
 

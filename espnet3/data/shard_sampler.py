@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Sampler
 
-from espnet3.data.sampler import espnet2_batches, split_to_count
+from espnet3.data.sampler import espnet2_batches, split_to_count, split_to_multiple_of
 from espnet3.data.shard_format import ShardManifest
 
 
@@ -149,7 +149,7 @@ class ShardBatchSampler(Sampler[list]):
                          shuffle=self.shuffle, seed=self.seed, epoch=epoch)
         rest = [plan[i] for i in range(done, max(len(p) for p in old)) for plan in old if i < len(plan)]
         size = self.world_size
-        rest = split_to_count(rest, -(-len(rest) // size) * size, f"{size} workers") if rest else []
+        rest = split_to_multiple_of(rest, size) if rest else []
         mine = rest[self.rank::size]
         return mine, max(0, len(self._full(epoch)) - len(mine))
 

@@ -75,11 +75,8 @@ class Attempt:
 
 
 def read_attempts(exp_dir: str | Path) -> list[Attempt]:
-    directory = storage.home(Path(exp_dir) / ATTEMPTS_DIR)
-    if not storage.is_dir(directory):
-        return []
-    names = sorted(n for n in storage.listdir(directory) if n.startswith("attempt-") and n.endswith(".json"))
-    return [Attempt(**json.loads(storage.read_text(storage.join(directory, n)))) for n in names]
+    """Every start of the run's worker group, oldest first (the names hold the start in ms)."""
+    return [Attempt(**record) for record in storage.read_json_files(storage.home(Path(exp_dir) / ATTEMPTS_DIR), "attempt-")]
 
 
 def history(attempts: list[Attempt], reports: list) -> dict[str, list[dict]]:

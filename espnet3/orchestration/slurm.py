@@ -153,15 +153,9 @@ def record_requeue(exp_dir: str | Path) -> None:
 
 def read_requeues(exp_dir: str | Path) -> list[dict]:
     """What ``train_result.json`` lists under ``requeues``."""
-    import json
-
     from espnet3 import storage
 
-    directory = storage.home(Path(exp_dir) / REQUEUES_DIR)
-    if not storage.is_dir(directory):
-        return []
-    records = [json.loads(storage.read_text(storage.join(directory, n))) for n in storage.listdir(directory)
-               if n.startswith("requeue-") and n.endswith(".json")]
+    records = storage.read_json_files(storage.home(Path(exp_dir) / REQUEUES_DIR), "requeue-")
     return sorted(records, key=lambda r: r["restart_count"])
 
 
