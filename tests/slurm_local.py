@@ -97,6 +97,19 @@ class LocalSlurm:
             except ProcessLookupError:
                 pass
 
+    def diagnosis(self, job: str) -> str:
+        """What a failed test shows: SLURM's view of the job and the daemons' last log lines."""
+        parts = [subprocess.run(["scontrol", "show", "job", job], env=self.env, capture_output=True, text=True).stdout]
+        for name in ("slurmctld.log", "slurmd.log"):
+            path = self.root / "log" / name
+            lines = path.read_text(errors="replace").splitlines()[-40:] if path.exists() else ["(missing)"]
+            parts.append(f"--- {path}\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+    def node_state(self) -> str:
+        """The node's short state (idle, alloc, mix, comp, ...)."""
+        return subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], env=self.env, capture_output=True, text=True).stdout.strip()
+
     def job_state(self, job: str) -> str:
         out = subprocess.run(["scontrol", "show", "job", job], env=self.env, capture_output=True, text=True).stdout
         return next((w.split("=", 1)[1] for w in out.split() if w.startswith("JobState=")), "UNKNOWN")
