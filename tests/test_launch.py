@@ -102,6 +102,22 @@ def test_tiny_training_end_to_end_with_two_workers_and_resume(tmp_path, ray_clus
 
 
 @pytest.mark.slow
+def test_the_same_seed_on_the_same_machine_gives_the_same_model_and_scores(tmp_path, ray_cluster):
+    """What README's reproducibility claim rests on: two runs of one config and seed, 2 DDP workers,
+    train through measure, give bit-identical weights, validation metrics and hypotheses."""
+    import torch
+
+    runs = [_tiny_run(tmp_path, name, "trainer.max_epochs=1") for name in ("first", "second")]
+    results = [json.loads((exp / "train_result.json").read_text())["metrics"] for exp in runs]
+    assert results[0] == results[1] and "valid/loss" in results[0]
+    for name in ("metrics.json", "token_int", "score"):
+        assert (runs[0] / "infer" / "test" / name).read_text() == (runs[1] / "infer" / "test" / name).read_text()
+    weights = [torch.load(exp / "last.pth", map_location="cpu") for exp in runs]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_ray_job_submit_against_a_running_cluster(tmp_path):
     """`ray start --head` on 127.0.0.1, then `ray job submit` of a tiny training, as a user would."""
