@@ -1,6 +1,6 @@
 """The reference side: plain Lightning DDP (Lightning's own launcher, no Ray) over a batch plan.
 
-    python -m benchmarks.plain_ddp --plan plan.json --out O [--devices 2] [--accelerator cpu|gpu] [--module plain|espnet3|upstream]
+    python -m benchmarks.plain_ddp --plan plan.json --out O [--devices 2] [--accelerator cpu|gpu] [--module plain|espnet3|upstream] [--toy-model]
 
 ``--module plain`` trains an equivalent minimal LightningModule (forward, loss, Adam, the plan's
 scheduler); ``--module espnet3`` trains this repository's ``ESPnetLightningModule`` under the same
@@ -88,7 +88,31 @@ class PlainASRModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def build_model(plan: dict) -> torch.nn.Module:
+class ToyASR(torch.nn.Module):
+    """An ESPnet2-shaped model whose step takes a few milliseconds: ``loss, stats, weight`` from
+    ``speech``/``text`` like ESPnet2's ASR model (4 stats), but only an MLP over the first 0.1 s of
+    audio predicting the first token. With so little arithmetic, any fixed per-step cost of the
+    module around it (logging, checks, the consensus) shows."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.hidden = torch.nn.Linear(160, 64)
+        self.out = torch.nn.Linear(64, vocab_size)
+
+    def forward(self, speech, speech_lengths, text, text_lengths):
+        frames = speech[:, :1600].reshape(len(speech), 10, 160)
+        logits = self.out(torch.tanh(self.hidden(frames)).mean(1))
+        target = text[:, 0]
+        loss = torch.nn.functional.cross_entropy(logits, target)
+        acc = (logits.argmax(-1) == target).float().mean()
+        stats = {"loss": loss.detach(), "loss_att": loss.detach(), "loss_ctc": None, "acc": acc, "cer": None}
+        return loss, stats, torch.tensor(float(len(speech)))
+
+
+def build_model(plan: dict, toy: bool = False) -> torch.nn.Module:
+    if toy:
+        vocab = 1 + max(t for steps in plan["batches"].values() for step in steps for *_, tokens in step for t in tokens)
+        return ToyASR(vocab)
     task = plan["task"]
     if not task.startswith("espnet2."):
         task = "espnet2.tasks.asr.ASRTask"  # this repository's ASR task is ESPnet2's under another name
@@ -115,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--module", choices=("plain", "espnet3", "upstream"), default="plain")
+    parser.add_argument("--toy-model", action="store_true", help="train ToyASR (a few-ms step) instead of the plan's model")
     parser.add_argument("--t0", type=float, default=None, help="wall clock at process start (from the parent)")
     args = parser.parse_args(argv)
     marks = {"process_start": args.t0 or T_MAIN, "main": T_MAIN, "imports_done": time.time()}
@@ -127,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"{args.plan} is a plan for {plan['world_size']} ranks, not --devices {args.devices}")
     L.seed_everything(plan["seed"], workers=True, verbose=False)
     marks["model_build_start"] = time.time()
-    model = build_model(plan)
+    model = build_model(plan, toy=args.toy_model)
     marks["model_build_end"] = time.time()
     module = build_module(args.module, model, plan)
     max_steps = len(plan["batches"]["0"])
