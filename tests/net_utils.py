@@ -12,11 +12,43 @@ from pathlib import Path
 RAY_BIN = Path(sys.executable).parent / "ray"
 
 
+# Below the kernel's ephemeral range (where every outgoing connection takes its local port) and
+# above Ray's worker ports (10002-19999): a port chosen here stays free until the daemon binds it.
+# Ports from bind(0) come from the ephemeral range, and under a busy suite another cluster's
+# connections took one before a dashboard agent bound it (the agent died; its raylet waited for the
+# port file and crashed; seen twice).
+_QUIET_PORTS = range(20000, 32768)
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports free on 127.0.0.1 right now (all bound at once, so none repeats)."""
-    socks = [socket.socket() for _ in range(n)]
-    for sock in socks:
+    """``n`` distinct TCP ports free on 127.0.0.1 right now, outside the ephemeral range (all bound
+    at once, so none repeats)."""
+    import random
+
+    quiet = [p for p in _QUIET_PORTS if p < _ephemeral_low()]
+    candidates = random.sample(quiet, min(len(quiet), 50 * n)) if quiet else []
+    socks: list[socket.socket] = []
+    for port in candidates:
+        if len(socks) == n:
+            break
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            continue
+        socks.append(sock)
+    while len(socks) < n:  # no quiet range on this machine: the kernel's choice
+        sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
+        socks.append(sock)
     ports = [sock.getsockname()[1] for sock in socks]
     for sock in socks:
         sock.close()

@@ -15,13 +15,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from net_utils import free_ports
+
 BINARIES = ("sbatch", "slurmctld", "slurmd", "munged")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def install() -> str | None:
@@ -47,10 +43,11 @@ class LocalSlurm:
             (root / sub).mkdir(parents=True, exist_ok=True)
         host = socket.gethostname().split(".")[0]
         memory = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 2
+        ctld_port, slurmd_port = free_ports(2)
         self.conf = root / "slurm.conf"
         self.conf.write_text("\n".join([
-            "ClusterName=espnet3test", f"SlurmctldHost={host}", f"SlurmctldPort={_free_port()}",
-            f"SlurmdPort={_free_port()}", "AuthType=auth/munge", "ProctrackType=proctrack/linuxproc",
+            "ClusterName=espnet3test", f"SlurmctldHost={host}", f"SlurmctldPort={ctld_port}",
+            f"SlurmdPort={slurmd_port}", "AuthType=auth/munge", "ProctrackType=proctrack/linuxproc",
             "TaskPlugin=task/none", "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
             "SlurmUser=root", "SlurmdUser=root", "JobRequeue=1", "ReturnToService=2", "MpiDefault=none",
             f"StateSaveLocation={root}/state", f"SlurmdSpoolDir={root}/spool",

@@ -10,7 +10,9 @@ all_reduce on gloo.)
 
 The same collective carries one more flag: whether this rank has a preemption notice
 (:mod:`espnet3.orchestration.preemption`), so that every rank agrees at the same step to
-checkpoint, without a second synchronisation.
+checkpoint, without a second synchronisation. Under DDP, without gradient accumulation, the
+loss and notice flags ride in DDP's gradient all-reduce instead (:func:`agreed_step_flags`,
+:mod:`espnet3.components.modeling.step_flags_hook`): no collective of their own.
 """
 
 from __future__ import annotations
@@ -76,16 +78,30 @@ def step_flags(
     FSDP's shards need it) and one copy to the host. ``params=None`` skips the gradient check (a
     GradScaler does its own).
     """
-    grad_bad = torch.zeros((), device=loss_bad.device)
-    grads = [p.grad for p in params or () if p.grad is not None]
-    if grads:
-        grad_bad = ~torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
-    flags = torch.stack([loss_bad.float().reshape(()), grad_bad.float().to(loss_bad.device),
+    flags = torch.stack([loss_bad.float().reshape(()), _grads_flag(params, loss_bad.device),
                          torch.tensor(float(notice), device=loss_bad.device)])
     if consensus:
         flags = _any_rank_max(flags)
     loss_flag, grad_flag, notice_flag = flags.tolist()
     return bool(loss_flag), bool(grad_flag), bool(notice_flag)
+
+
+def agreed_step_flags(agreed: torch.Tensor, params: Sequence[torch.nn.Parameter] | None) -> tuple[bool, bool, bool]:
+    """:func:`step_flags` where DDP's gradient all-reduce already carried every rank's loss and
+    notice flags (``agreed``: their sums over the ranks, from
+    :class:`~espnet3.components.modeling.step_flags_hook.StepFlagsHook`): the gradient check is
+    local (DDP's averaged gradients agree on every rank) and one copy to the host remains."""
+    loss_flag, notice_flag, grad_flag = torch.cat([agreed.float().reshape(2),
+                                                   _grads_flag(params, agreed.device).reshape(1)]).tolist()
+    return loss_flag > 0, grad_flag > 0, notice_flag > 0
+
+
+def _grads_flag(params: Sequence[torch.nn.Parameter] | None, device: torch.device) -> torch.Tensor:
+    """1.0 where any gradient of ``params`` is non-finite, on the device (no host sync)."""
+    grads = [p.grad for p in params or () if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=device)
+    return (~torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()).float().to(device)
 
 
 class NonFiniteGuard:
@@ -112,9 +128,14 @@ class NonFiniteGuard:
     def local_notice(self) -> bool:
         return bool(self.notice()) if self.notice is not None else False
 
-    def agree_step(self, loss_bad: torch.Tensor, params: Sequence[torch.nn.Parameter] | None) -> tuple[bool, bool]:
-        """:func:`step_flags` with this rank's notice: (any rank's loss non-finite, gradients non-finite)."""
-        loss, grads, stop = step_flags(loss_bad, params, consensus=self.consensus, notice=self.local_notice())
+    def agree_step(self, loss_bad: torch.Tensor, params: Sequence[torch.nn.Parameter] | None,
+                   agreed: torch.Tensor | None = None) -> tuple[bool, bool]:
+        """:func:`step_flags` with this rank's notice: (any rank's loss non-finite, gradients non-finite);
+        ``agreed``: the flags DDP's gradient all-reduce already carried (:func:`agreed_step_flags`)."""
+        if agreed is not None and self.consensus:
+            loss, grads, stop = agreed_step_flags(agreed, params)
+        else:
+            loss, grads, stop = step_flags(loss_bad, params, consensus=self.consensus, notice=self.local_notice())
         self.stop_agreed |= stop
         return loss, grads
 
