@@ -14,9 +14,9 @@ RAY_BIN = Path(sys.executable).parent / "ray"
 
 # Below the kernel's ephemeral range (where every outgoing connection takes its local port) and
 # above Ray's worker ports (10002-19999): a port chosen here stays free until the daemon binds it.
-# Ports from bind(0) come from the ephemeral range, and under a busy suite another cluster's
-# connections took one before a dashboard agent bound it (the agent died; its raylet waited for the
-# port file and crashed; seen twice).
+# Ports from bind(0) come from the ephemeral range, where another cluster's connections can take
+# one before a dashboard agent binds it: the likely cause (not proven) of two suite runs in which an
+# agent never came up ("No available agent"; a raylet crashed waiting for the agent's port file).
 _QUIET_PORTS = range(20000, 32768)
 
 
