@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,9 +31,8 @@ def _ephemeral_low() -> int:
 def free_ports(n: int) -> list[int]:
     """``n`` distinct TCP ports free on 127.0.0.1 right now, outside the ephemeral range (all bound
     at once, so none repeats)."""
-    import random
-
-    quiet = [p for p in _QUIET_PORTS if p < _ephemeral_low()]
+    low = _ephemeral_low()
+    quiet = [p for p in _QUIET_PORTS if p < low]
     candidates = random.sample(quiet, min(len(quiet), 50 * n)) if quiet else []
     socks: list[socket.socket] = []
     for port in candidates:

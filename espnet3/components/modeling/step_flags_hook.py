@@ -51,7 +51,8 @@ class StepFlagsHook:
         buffer = bucket.buffer()
         size = buffer.numel()
         flags, self._local = self._local.to(device=buffer.device, dtype=buffer.dtype), None
-        combined = torch.cat([buffer.div(dist.get_world_size()), flags])
+        combined = torch.cat([buffer, flags])
+        combined[:size].div_(dist.get_world_size())  # in place: one bucket-sized copy, not two
 
         def split(fut: torch.futures.Future) -> torch.Tensor:
             reduced = fut.value()[0]
