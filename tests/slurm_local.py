@@ -49,7 +49,9 @@ class LocalSlurm:
             "ClusterName=espnet3test", f"SlurmctldHost={host}", f"SlurmctldPort={ctld_port}",
             f"SlurmdPort={slurmd_port}", "AuthType=auth/munge", "ProctrackType=proctrack/linuxproc",
             "TaskPlugin=task/none", "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
-            "SlurmUser=root", "SlurmdUser=root", "JobRequeue=1", "ReturnToService=2", "MpiDefault=none",
+            "SlurmUser=root", "SlurmdUser=root", "JobRequeue=1",
+            # How long a requeued job waits before it may start again (default 120 s).
+            "AuthInfo=cred_expire=20", "ReturnToService=2", "MpiDefault=none",
             f"StateSaveLocation={root}/state", f"SlurmdSpoolDir={root}/spool",
             f"SlurmctldPidFile={root}/slurmctld.pid", f"SlurmdPidFile={root}/slurmd.pid",
             f"SlurmctldLogFile={root}/log/slurmctld.log", f"SlurmdLogFile={root}/log/slurmd.log",
@@ -95,17 +97,21 @@ class LocalSlurm:
                 pass
 
     def diagnosis(self, job: str) -> str:
-        """What a failed test shows: SLURM's view of the job and the daemons' last log lines."""
+        """What a failed test shows: SLURM's view of the job and the daemons' log lines about it
+        (slurmd's first: a launch that fails on the node says why only there)."""
         parts = [subprocess.run(["scontrol", "show", "job", job], env=self.env, capture_output=True, text=True).stdout]
-        for name in ("slurmctld.log", "slurmd.log"):
+        for name in ("slurmd.log", "slurmctld.log"):
             path = self.root / "log" / name
-            lines = path.read_text(errors="replace").splitlines()[-40:] if path.exists() else ["(missing)"]
-            parts.append(f"--- {path}\n" + "\n".join(lines))
+            if not path.exists():
+                parts.append(f"--- {path} (missing)")
+                continue
+            lines = path.read_text(errors="replace").splitlines()
+            mentions = [i for i, line in enumerate(lines) if f"JobId={job}" in line or f"job {job}" in line.lower()]
+            # From the job's first mention on (the start-up's missing state files and PMIx are noise).
+            about = [line for line in lines[mentions[0] if mentions else len(lines):]
+                     if f"JobId={job}" in line or f"job {job}" in line.lower() or "error" in line.lower()]
+            parts.append(f"--- {path}\n" + "\n".join(about[-25:]))
         return "\n".join(parts)
-
-    def node_state(self) -> str:
-        """The node's short state (idle, alloc, mix, comp, ...)."""
-        return subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], env=self.env, capture_output=True, text=True).stdout.strip()
 
     def job_state(self, job: str) -> str:
         out = subprocess.run(["scontrol", "show", "job", job], env=self.env, capture_output=True, text=True).stdout

@@ -119,6 +119,19 @@ def test_the_same_seed_on_the_same_machine_gives_the_same_model_and_scores(tmp_p
 
 @pytest.mark.slow
 @pytest.mark.timeout(700)
+def _ray_logs_tail(ray_tmp: Path, lines: int = 15) -> str:
+    """What a failed submission shows: the last lines of the head's agent, raylet and dashboard logs
+    (a job submission needs the head node's dashboard agent, which the raylet starts)."""
+    parts = []
+    logs = ray_tmp / "ray" / "session_latest" / "logs"
+    for name in ("dashboard_agent.log", "dashboard_agent.err", "raylet.out", "raylet.err", "dashboard_JobHead.log"):
+        if (logs / name).exists():
+            tail = [line for line in (logs / name).read_text(errors="replace").splitlines()
+                    if not line.startswith("[state-dump]")][-lines:]
+            parts.append(f"\n--- {logs / name}\n" + "\n".join(tail))
+    return "".join(parts) or f"\n(no Ray logs under {ray_tmp})"
+
+
 def test_ray_job_submit_against_a_running_cluster(tmp_path):
     """`ray start --head` on 127.0.0.1, then `ray job submit` of a tiny training, as a user would."""
     import os
@@ -157,12 +170,14 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
             proc = subprocess.run(submit, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
             if proc.returncode == 0 or time.monotonic() > deadline or "succeeded" in proc.stdout:
                 break
+            if head.poll() is not None:  # `ray start --block` ends when one of the head's processes died
+                pytest.fail(f"the Ray head exited ({head.returncode}) before it took the job" + _ray_logs_tail(ray_tmp))
             # Not up yet: the dashboard (refused), or the node's job agent (seen in CI under load).
             if not any(m in proc.stdout + proc.stderr for m in ("Connection refused", "Failed to connect",
                                                                  "No available agent")):
                 break
             time.sleep(2)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:] + _ray_logs_tail(ray_tmp)
         assert "succeeded" in proc.stdout
         token = (Path.home() / ".ray" / "auth_token").read_text().strip()
         assert token not in proc.stdout + proc.stderr
