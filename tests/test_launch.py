@@ -117,8 +117,6 @@ def test_the_same_seed_on_the_same_machine_gives_the_same_model_and_scores(tmp_p
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(700)
 def _ray_logs_tail(ray_tmp: Path, lines: int = 15) -> str:
     """What a failed submission shows: the last lines of the head's agent, raylet and dashboard logs
     (a job submission needs the head node's dashboard agent, which the raylet starts)."""
@@ -129,9 +127,67 @@ def _ray_logs_tail(ray_tmp: Path, lines: int = 15) -> str:
             tail = [line for line in (logs / name).read_text(errors="replace").splitlines()
                     if not line.startswith("[state-dump]")][-lines:]
             parts.append(f"\n--- {logs / name}\n" + "\n".join(tail))
+    agent = _agent_pid(ray_tmp)
+    if agent is not None:  # what the agent's threads wait in, when it does not answer (py-spy cannot read this Python)
+        threads = []
+        for task in sorted((Path("/proc") / str(agent) / "task").glob("*")):
+            try:
+                comm, stat, wchan = ((task / f).read_text().strip() for f in ("comm", "stat", "wchan"))
+            except OSError:
+                continue
+            threads.append(f"{task.name} {comm}: state {stat.rsplit(')', 1)[1].split()[0]}, waits in {wchan or '-'}")
+        parts.append(f"\n--- dashboard agent pid {agent}, threads\n" + "\n".join(threads))
     return "".join(parts) or f"\n(no Ray logs under {ray_tmp})"
 
 
+def _agent_pid(ray_tmp: Path) -> int | None:
+    """The pid of this cluster's dashboard agent: the raylet's child titled ``ray::DashboardAgent``
+    (the raylet's pid is in the agent's log)."""
+    import re
+
+    log = ray_tmp / "ray" / "session_latest" / "logs" / "dashboard_agent.log"
+    raylet = re.search(r"raylet pid is (\d+)", log.read_text(errors="replace")) if log.exists() else None
+    for proc in Path("/proc").iterdir():
+        try:
+            parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            title = (proc / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if raylet and parent == raylet.group(1) and title.startswith(b"ray::DashboardAgent"):
+            return int(proc.name)
+    return None
+
+
+def _wait_for_agent(ray_tmp: Path, timeout_s: float) -> bool:
+    """Whether the head's dashboard agent answers HTTP within ``timeout_s``.
+
+    A job submission goes dashboard -> agent; when the agent does not answer, the dashboard's
+    request waits aiohttp's 300 s and then reports "No available agent" (seen under a busy suite:
+    the agent's log stopped right after its start-up). Asking the agent first keeps a silent agent
+    from costing five minutes per attempt and shows where it is stuck.
+    """
+    import re
+    import urllib.error
+    import urllib.request
+
+    log = ray_tmp / "ray" / "session_latest" / "logs" / "dashboard_agent.log"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = re.search(r"Dashboard agent http address: (\S+)", log.read_text()) if log.exists() else None
+        if found:
+            try:
+                with urllib.request.urlopen(f"http://{found.group(1)}/api/local_raylet_healthz", timeout=5):
+                    return True
+            except urllib.error.HTTPError:  # an answer all the same
+                return True
+            except OSError:  # refused or timed out
+                pass
+        time.sleep(1)
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(700)
 def test_ray_job_submit_against_a_running_cluster(tmp_path):
     """`ray start --head` on 127.0.0.1, then `ray job submit` of a tiny training, as a user would."""
     import os
@@ -165,6 +221,8 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
             "--", sys.executable, "-m", "espnet3.launch", "--config", "train.yaml", "--num-gpus", "0",
             f"exp_dir={exp}",
         ]
+        if not _wait_for_agent(ray_tmp, 240):
+            pytest.fail("the head's dashboard agent did not answer HTTP within 240 s" + _ray_logs_tail(ray_tmp))
         deadline = time.monotonic() + 300
         while True:  # the dashboard's job API comes up a few seconds after the GCS
             proc = subprocess.run(submit, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
