@@ -14,8 +14,8 @@ so neither parameters nor optimizer state (Adam's moments) move on any rank.
 One host sync per step: without gradient accumulation the skip decision waits until after
 the backward, where the loss flag, the preemption notice and the gradient check take one copy to
 the host (:meth:`nan_guard.NonFiniteGuard.agree_step`); under DDP the flags travel in the
-gradient all-reduce itself (:mod:`step_flags_hook`), elsewhere (FSDP) in one collective of their
-own. The zero is chosen on the device meanwhile. With
+gradient all-reduce itself (as a parameter's gradient, :mod:`step_flags`), elsewhere (FSDP) in one
+collective of their own. The zero is chosen on the device meanwhile. With
 accumulation each micro-batch is decided before its backward, so that a skipped micro-batch
 leaves the accumulated gradient untouched. The skip counters are logged when they change and at
 each epoch's end, never as a per-step host-to-device copy.
@@ -29,7 +29,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 from torch import nn
 
 from espnet3.components.modeling.forward_contract import ForwardContract, ForwardOutput
@@ -45,7 +45,7 @@ from espnet3.components.modeling.nan_guard import (
 from espnet3.components.modeling.optimization_spec import OptimizationPlan
 from espnet3.components.modeling.optimizer_router import OptimizerRouter
 from espnet3.components.modeling.param_selection import assign_parameters, freeze_parameters
-from espnet3.components.modeling.step_flags_hook import StepFlagsHook
+from espnet3.components.modeling.step_flags import StepFlags
 from espnet3.utils.instantiate import instantiate
 
 CHECKPOINT_KEY = "espnet3"
@@ -90,8 +90,7 @@ class ESPnetLightningModule(L.LightningModule):
         self._stepped = False
         self._warned_valid_nan = False
         self._optimizer_names: dict[int, str] = {}
-        self.step_flags_hook = StepFlagsHook()
-        self._flags_in_gradients = False
+        self.step_flags: StepFlags | None = None
 
     # ----------------------------------------------------------------- helpers
     def _gan_turns(self, model: nn.Module) -> GANTurns | None:
@@ -177,16 +176,13 @@ class ESPnetLightningModule(L.LightningModule):
             self.log_dict({f"{mode}/{key}": value for key, value in stats.items()}, **kwargs)
 
     # ---------------------------------------------------------------- training
-    def on_train_start(self) -> None:
-        """Under DDP the step's flags ride in the gradient all-reduce (:mod:`step_flags_hook`)."""
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = self.trainer.strategy.model
-        self._flags_in_gradients = False
-        if self.automatic_optimization and isinstance(model, DistributedDataParallel):
-            if not getattr(model, "_espnet3_step_flags", False):
-                model._espnet3_step_flags = self.step_flags_hook.register(model)
-            self._flags_in_gradients = model._espnet3_step_flags
+    def setup(self, stage: str) -> None:
+        """Under DDP the step's flags ride in the gradient all-reduce (:mod:`step_flags`): their
+        parameter must exist before the strategy wraps the module, which follows this hook."""
+        strategy = self.trainer.strategy
+        if (stage == "fit" and self.step_flags is None and self.automatic_optimization
+                and self.trainer.accumulate_grad_batches == 1 and isinstance(strategy, DDPStrategy)):
+            self.step_flags = StepFlags().to(strategy.root_device)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._stepped = False
@@ -204,11 +200,11 @@ class ESPnetLightningModule(L.LightningModule):
             # zero is back-propagated instead, chosen on the device: the graph (so DDP's gradient
             # all-reduce) is the usual one, and the gradients of a skipped batch are never used.
             loss_bad = non_finite(out.all_losses())
-            if self._flags_in_gradients:
-                notice = torch.tensor(float(self.nan_guard.local_notice()), device=loss_bad.device)
-                self.step_flags_hook.set_local(torch.stack([loss_bad.float(), notice]))
             self._pending = (out, loss_bad)
-            return torch.where(loss_bad, torch.zeros_like(out.loss), out.loss)
+            loss = torch.where(loss_bad, torch.zeros_like(out.loss), out.loss)
+            if self.step_flags is None:
+                return loss
+            return self.step_flags.attach(loss, loss_bad, self.nan_guard.local_notice())
         self._record(self.nan_guard.decide(out.all_losses()))
         if self.router is not None:
             return self._route(out) if not self._skip_batch else None
@@ -263,7 +259,7 @@ class ESPnetLightningModule(L.LightningModule):
             out, loss_bad = self._pending
             self._pending = None
             params = self._trainable() if self._check_grads() else None
-            agreed = self.step_flags_hook.take() if self._flags_in_gradients else None
+            agreed = self.step_flags.agreed() if self.step_flags is not None else None
             any_loss_bad, grads_bad = self.nan_guard.agree_step(loss_bad, params, agreed)
             self._record(self.nan_guard.record(any_loss_bad))
             if self._skip_batch:
