@@ -186,26 +186,9 @@ def _wait_for_agent(ray_tmp: Path, timeout_s: float) -> bool:
     return False
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(700)
-def test_ray_job_submit_against_a_running_cluster(tmp_path):
-    """`ray start --head` on 127.0.0.1, then `ray job submit` of a tiny training, as a user would."""
-    import os
-
-    ray_bin = Path(sys.executable).parent / "ray"
+def _start_head(ray_bin: Path, env: dict) -> tuple[subprocess.Popen, int]:
+    """``ray start --head --block`` on 127.0.0.1 with fresh ports; the process and its dashboard port."""
     gcs, dashboard, agent, agent_grpc, client, env_agent, metrics = free_ports(7)
-    # Its own Ray directory (short: Ray's socket paths have a length limit): the pointer file `ray
-    # start` writes there would otherwise make any launch on this machine join this cluster.
-    ray_tmp = Path(f"/tmp/e3job{os.getpid()}")
-    # Under a busy suite (the other xdist worker's clusters on the same 2 cores) the head's dashboard
-    # agent was not there after a minute ("No available agent", 3 suite runs in a row): give it
-    # time before its raylet gives up on it, and the submission time to find it.
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_TMPDIR": str(ray_tmp),
-           "RAY_agent_register_timeout_ms": "300000"}
-    subprocess.run([str(ray_bin), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
-    workdir = tmp_path / "recipe"
-    workdir.mkdir()
-    (workdir / "train.yaml").write_text(TINY.read_text())
     head = subprocess.Popen(
         [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
          f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent}",
@@ -214,6 +197,43 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
          "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    return head, dashboard
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ray_job_submit_against_a_running_cluster(tmp_path):
+    """`ray start --head` on 127.0.0.1, then `ray job submit` of a tiny training, as a user would."""
+    import os
+
+    ray_bin = Path(sys.executable).parent / "ray"
+    # Its own Ray directory (short: Ray's socket paths have a length limit): the pointer file `ray
+    # start` writes there would otherwise make any launch on this machine join this cluster.
+    ray_tmp = Path(f"/tmp/e3job{os.getpid()}")
+    # Under a busy suite (the other xdist worker's clusters on the same 2 cores) the head's dashboard
+    # agent has been slow to come up: give it time before its raylet gives up on it.
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_TMPDIR": str(ray_tmp),
+           "RAY_agent_register_timeout_ms": "300000"}
+    subprocess.run([str(ray_bin), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
+    workdir = tmp_path / "recipe"
+    workdir.mkdir()
+    (workdir / "train.yaml").write_text(TINY.read_text())
+    # In several suite runs (CI and this machine, 2026-12-03/04) the head's agent never answered
+    # (its log stopped after its start-up; the cause is not found: see the diagnosis a failure
+    # prints). This test is about the submission, so a head whose agent stays silent is replaced once.
+    silent = []
+    for _ in range(2):
+        head, dashboard = _start_head(ray_bin, env)
+        if _wait_for_agent(ray_tmp, 180):
+            break
+        silent.append(_ray_logs_tail(ray_tmp))
+        head.terminate()
+        head.wait(timeout=60)
+        shutil.rmtree(ray_tmp / "ray", ignore_errors=True)
+    else:
+        pytest.fail("two heads' dashboard agents did not answer HTTP within 180 s" + "".join(silent))
+    if silent:
+        print("the first head's dashboard agent did not answer; replaced:" + silent[0])
     try:
         exp = tmp_path / "exp"
         submit = [
@@ -221,11 +241,9 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
             "--", sys.executable, "-m", "espnet3.launch", "--config", "train.yaml", "--num-gpus", "0",
             f"exp_dir={exp}",
         ]
-        if not _wait_for_agent(ray_tmp, 240):
-            pytest.fail("the head's dashboard agent did not answer HTTP within 240 s" + _ray_logs_tail(ray_tmp))
         deadline = time.monotonic() + 300
         while True:  # the dashboard's job API comes up a few seconds after the GCS
-            proc = subprocess.run(submit, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+            proc = subprocess.run(submit, cwd=workdir, env=env, capture_output=True, text=True, timeout=400)
             if proc.returncode == 0 or time.monotonic() > deadline or "succeeded" in proc.stdout:
                 break
             if head.poll() is not None:  # `ray start --block` ends when one of the head's processes died
