@@ -23,6 +23,8 @@ def _step(flags: StepFlags, weight: torch.nn.Parameter, value: float, notice: bo
 
 def test_the_loss_is_unchanged_and_the_flags_are_its_gradient_fresh_every_step():
     flags, weight = StepFlags(), torch.nn.Parameter(torch.ones(3))
+    assert not flags.active  # until the module's setup finds DDP
+    flags.use(True)
     assert flags.agreed() is None
     assert _step(flags, weight, 2.0, notice=False).item() == 6.0
     assert flags.agreed().tolist() == [0.0, 0.0]

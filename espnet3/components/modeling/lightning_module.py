@@ -90,7 +90,7 @@ class ESPnetLightningModule(L.LightningModule):
         self._stepped = False
         self._warned_valid_nan = False
         self._optimizer_names: dict[int, str] = {}
-        self.step_flags: StepFlags | None = None
+        self.step_flags = StepFlags()
 
     # ----------------------------------------------------------------- helpers
     def _gan_turns(self, model: nn.Module) -> GANTurns | None:
@@ -177,12 +177,11 @@ class ESPnetLightningModule(L.LightningModule):
 
     # ---------------------------------------------------------------- training
     def setup(self, stage: str) -> None:
-        """Under DDP the step's flags ride in the gradient all-reduce (:mod:`step_flags`): their
-        parameter must exist before the strategy wraps the module, which follows this hook."""
-        strategy = self.trainer.strategy
-        if (stage == "fit" and self.step_flags is None and self.automatic_optimization
-                and self.trainer.accumulate_grad_batches == 1 and isinstance(strategy, DDPStrategy)):
-            self.step_flags = StepFlags().to(strategy.root_device)
+        """Under DDP the step's flags ride in the gradient all-reduce (:mod:`step_flags`), decided
+        here: the strategy wraps the module after this hook."""
+        if stage == "fit":
+            self.step_flags.use(self.automatic_optimization and self.trainer.accumulate_grad_batches == 1
+                                and isinstance(self.trainer.strategy, DDPStrategy))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._stepped = False
@@ -202,7 +201,7 @@ class ESPnetLightningModule(L.LightningModule):
             loss_bad = non_finite(out.all_losses())
             self._pending = (out, loss_bad)
             loss = torch.where(loss_bad, torch.zeros_like(out.loss), out.loss)
-            if self.step_flags is None:
+            if not self.step_flags.active:
                 return loss
             return self.step_flags.attach(loss, loss_bad, self.nan_guard.local_notice())
         self._record(self.nan_guard.decide(out.all_losses()))
@@ -259,7 +258,7 @@ class ESPnetLightningModule(L.LightningModule):
             out, loss_bad = self._pending
             self._pending = None
             params = self._trainable() if self._check_grads() else None
-            agreed = self.step_flags.agreed() if self.step_flags is not None else None
+            agreed = self.step_flags.agreed() if self.step_flags.active else None
             any_loss_bad, grads_bad = self.nan_guard.agree_step(loss_bad, params, agreed)
             self._record(self.nan_guard.record(any_loss_bad))
             if self._skip_batch:

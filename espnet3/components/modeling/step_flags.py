@@ -24,12 +24,24 @@ class StepFlags(nn.Module):
 
     :meth:`attach` in the training step, :meth:`agreed` after the backward: the flags averaged
     over the ranks (``> 0``: some rank raised it). Never trained (no optimizer holds it) and never
-    saved: checkpoints and exported models do not see it.
+    saved: checkpoints and exported models do not see it. It exists from the module's construction
+    (inactive): callbacks that copy the module's parameters at their own set-up (Lightning's EMA,
+    before the module's ``setup``) must see the same parameters as training does.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.flags = nn.Parameter(torch.zeros(2))
+        self.flags = nn.Parameter(torch.zeros(2), requires_grad=False)
+
+    @property
+    def active(self) -> bool:
+        return self.flags.requires_grad
+
+    def use(self, active: bool) -> None:
+        """Whether the training step carries the flags. Decided before DDP wraps the module: DDP
+        all-reduces exactly the parameters that require grad then, and each of them must take part
+        in every backward."""
+        self.flags.requires_grad_(active)
 
     def attach(self, loss: torch.Tensor, loss_bad: torch.Tensor, notice: bool) -> torch.Tensor:
         """``loss`` (same value) whose backward leaves ``[loss_bad, notice]`` as this rank's
