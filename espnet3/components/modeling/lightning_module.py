@@ -179,9 +179,16 @@ class ESPnetLightningModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         """Under DDP the step's flags ride in the gradient all-reduce (:mod:`step_flags`), decided
         here: the strategy wraps the module after this hook."""
-        if stage == "fit":
-            self.step_flags.use(self.automatic_optimization and self.trainer.accumulate_grad_batches == 1
-                                and isinstance(self.trainer.strategy, DDPStrategy))
+        if stage != "fit":
+            return
+        strategy = self.trainer.strategy
+        self.step_flags.use(self.automatic_optimization and self.trainer.accumulate_grad_batches == 1
+                            and isinstance(strategy, DDPStrategy))
+        if isinstance(strategy, FSDPStrategy):
+            # Not sharded with the model: flattened into its FlatParameter, the two unused flags
+            # would move the shard boundaries (and take a rank's whole share of a small model).
+            key = "ignored_modules" if "ignored_modules" in strategy.kwargs else "ignored_states"
+            strategy.kwargs[key] = [*strategy.kwargs.get(key, ()), self.step_flags]
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._stepped = False

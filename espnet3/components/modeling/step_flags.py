@@ -32,15 +32,19 @@ class StepFlags(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.flags = nn.Parameter(torch.zeros(2), requires_grad=False)
+        self._active = False
 
     @property
     def active(self) -> bool:
-        return self.flags.requires_grad
+        """Kept apart from ``flags.requires_grad``, which other wrappers may change (FSDP's
+        ``use_orig_params`` views take their flat parameter's)."""
+        return self._active
 
     def use(self, active: bool) -> None:
         """Whether the training step carries the flags. Decided before DDP wraps the module: DDP
         all-reduces exactly the parameters that require grad then, and each of them must take part
         in every backward."""
+        self._active = active
         self.flags.requires_grad_(active)
 
     def attach(self, loss: torch.Tensor, loss_bad: torch.Tensor, notice: bool) -> torch.Tensor:
