@@ -51,7 +51,13 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _wait_for(predicate, what: str, proc: subprocess.Popen | None = None, timeout: float = TIMEOUT_S):
+def _wait_for(predicate, what: str, proc: subprocess.Popen | None = None, timeout: float = TIMEOUT_S,
+              logs: tuple[Path, ...] = ()):
+    """``predicate()``'s first true value within ``timeout``; a failure shows the run's output and
+    the tails of ``logs`` (a launcher's log file, rank logs) as they are then."""
+    def tails() -> str:
+        return "".join(f"\n--- {p}\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists())
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -59,9 +65,9 @@ def _wait_for(predicate, what: str, proc: subprocess.Popen | None = None, timeou
             return value
         if proc is not None and proc.poll() is not None:
             output = proc.stdout.read() if proc.stdout else ""
-            pytest.fail(f"the run ended (exit {proc.returncode}) before {what}:\n{output[-3000:]}")
+            pytest.fail(f"the run ended (exit {proc.returncode}) before {what}:\n{output[-3000:]}{tails()}")
         time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}")
+    pytest.fail(f"timed out waiting for {what}{tails()}")
 
 
 def _attempts(exp: Path, rank: int = 0) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from espnet3 import launch
+from espnet3.orchestration.cluster import API_SERVER_ENV
 from net_utils import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,63 +128,7 @@ def _ray_logs_tail(ray_tmp: Path, lines: int = 15) -> str:
             tail = [line for line in (logs / name).read_text(errors="replace").splitlines()
                     if not line.startswith("[state-dump]")][-lines:]
             parts.append(f"\n--- {logs / name}\n" + "\n".join(tail))
-    agent = _agent_pid(ray_tmp)
-    if agent is not None:  # what the agent's threads wait in, when it does not answer (py-spy cannot read this Python)
-        threads = []
-        for task in sorted((Path("/proc") / str(agent) / "task").glob("*")):
-            try:
-                comm, stat, wchan = ((task / f).read_text().strip() for f in ("comm", "stat", "wchan"))
-            except OSError:
-                continue
-            threads.append(f"{task.name} {comm}: state {stat.rsplit(')', 1)[1].split()[0]}, waits in {wchan or '-'}")
-        parts.append(f"\n--- dashboard agent pid {agent}, threads\n" + "\n".join(threads))
     return "".join(parts) or f"\n(no Ray logs under {ray_tmp})"
-
-
-def _agent_pid(ray_tmp: Path) -> int | None:
-    """The pid of this cluster's dashboard agent: the raylet's child titled ``ray::DashboardAgent``
-    (the raylet's pid is in the agent's log)."""
-    import re
-
-    log = ray_tmp / "ray" / "session_latest" / "logs" / "dashboard_agent.log"
-    raylet = re.search(r"raylet pid is (\d+)", log.read_text(errors="replace")) if log.exists() else None
-    for proc in Path("/proc").iterdir():
-        try:
-            parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
-            title = (proc / "cmdline").read_bytes()
-        except (OSError, IndexError):
-            continue
-        if raylet and parent == raylet.group(1) and title.startswith(b"ray::DashboardAgent"):
-            return int(proc.name)
-    return None
-
-
-def _wait_for_agent(ray_tmp: Path, timeout_s: float) -> bool:
-    """Whether the head's dashboard agent answers HTTP within ``timeout_s``.
-
-    A job submission goes dashboard -> agent; when the agent does not answer, the dashboard's
-    request waits aiohttp's 300 s and then reports "No available agent" (seen under a busy suite:
-    the agent's log stopped right after its start-up). Asking the agent first keeps a silent agent
-    from costing five minutes per attempt and shows where it is stuck.
-    """
-    import re
-    import urllib.error
-    import urllib.request
-
-    log = ray_tmp / "ray" / "session_latest" / "logs" / "dashboard_agent.log"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = re.search(r"Dashboard agent http address: (\S+)", log.read_text()) if log.exists() else None
-        if found:
-            try:
-                with urllib.request.urlopen(f"http://{found.group(1)}/api/local_raylet_healthz", timeout=5):
-                    return True
-            except urllib.error.HTTPError:  # an answer all the same
-                return True
-            except OSError:  # refused or timed out
-                pass
-        time.sleep(1)
-    return False
 
 
 def _start_head(ray_bin: Path, env: dict) -> tuple[subprocess.Popen, int]:
@@ -201,7 +146,6 @@ def _start_head(ray_bin: Path, env: dict) -> tuple[subprocess.Popen, int]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
 def test_ray_job_submit_against_a_running_cluster(tmp_path):
     """`ray start --head` on 127.0.0.1, then `ray job submit` of a tiny training, as a user would."""
     import os
@@ -211,29 +155,17 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
     # start` writes there would otherwise make any launch on this machine join this cluster.
     ray_tmp = Path(f"/tmp/e3job{os.getpid()}")
     # Under a busy suite (the other xdist worker's clusters on the same 2 cores) the head's dashboard
-    # agent has been slow to come up: give it time before its raylet gives up on it.
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_TMPDIR": str(ray_tmp),
-           "RAY_agent_register_timeout_ms": "300000"}
+    # agent has been slow to come up: give it time before its raylet gives up on it. `ray job
+    # submit` obeys RAY_ADDRESS / RAY_API_SERVER_ADDRESS over `--address`: an in-process launch
+    # earlier in this test process leaves them naming the suite's own cluster (whose job agent then
+    # kept this submission waiting 300 s for "No available agent", 2026-12-03/04).
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", API_SERVER_ENV)}
+    env.update(RAY_AUTH_MODE="token", RAY_TMPDIR=str(ray_tmp), RAY_agent_register_timeout_ms="300000")
     subprocess.run([str(ray_bin), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
     workdir = tmp_path / "recipe"
     workdir.mkdir()
     (workdir / "train.yaml").write_text(TINY.read_text())
-    # In several suite runs (CI and this machine, 2026-12-03/04) the head's agent never answered
-    # (its log stopped after its start-up; the cause is not found: see the diagnosis a failure
-    # prints). This test is about the submission, so a head whose agent stays silent is replaced once.
-    silent = []
-    for _ in range(2):
-        head, dashboard = _start_head(ray_bin, env)
-        if _wait_for_agent(ray_tmp, 180):
-            break
-        silent.append(_ray_logs_tail(ray_tmp))
-        head.terminate()
-        head.wait(timeout=60)
-        shutil.rmtree(ray_tmp / "ray", ignore_errors=True)
-    else:
-        pytest.fail("two heads' dashboard agents did not answer HTTP within 180 s" + "".join(silent))
-    if silent:
-        print("the first head's dashboard agent did not answer; replaced:" + silent[0])
+    head, dashboard = _start_head(ray_bin, env)
     try:
         exp = tmp_path / "exp"
         submit = [
@@ -254,6 +186,7 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
                 break
             time.sleep(2)
         assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:] + _ray_logs_tail(ray_tmp)
+        assert f"http://127.0.0.1:{dashboard}" in proc.stdout  # this cluster's dashboard took it
         assert "succeeded" in proc.stdout
         token = (Path.home() / ".ray" / "auth_token").read_text().strip()
         assert token not in proc.stdout + proc.stderr

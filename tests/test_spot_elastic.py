@@ -102,7 +102,11 @@ def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_surv
                 cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
             )
         try:
-            _wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", proc)
+            def logs() -> tuple[Path, ...]:
+                return (log, *sorted(exp.glob("logs/rank*.log")))
+
+            _wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", proc,
+                      logs=logs())
             first_step = max(r["step"] for r in _reports(exp))
             spot = next(node for node, resources in _alive(address, env).items() if "spot" in resources)
             drained_at = time.time()
@@ -111,14 +115,14 @@ def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_surv
                             f"--deadline-remaining-seconds={DEADLINE_S}"], env=env, check=True,
                            capture_output=True, timeout=60)
             _wait_for(lambda: any("preemption" in r for r in _reports(exp)), "the preemption checkpoint", proc,
-                      timeout=DEADLINE_S + 30)
+                      timeout=DEADLINE_S + 30, logs=logs())
             noticed = time.time()
             time.sleep(max(0.0, drained_at + DEADLINE_S - time.time()))
             kill_node(nodes[2])  # the reclaim, at its deadline
             nodes.append(ray_start(env, f"--address={address}", "--num-cpus=1"))  # a new spot node joins
-            grown = _wait_for(lambda: _started(exp, 3), "the group to grow back", proc)
+            grown = _wait_for(lambda: _started(exp, 3), "the group to grow back", proc, logs=logs())
             _wait_for(lambda: any(p.stat().st_mtime > grown for p in exp.glob("checkpoint_*/metrics.json")),
-                      "a checkpoint of the grown group", proc)
+                      "a checkpoint of the grown group", proc, logs=logs())
             assert _train_workers(nodes[1].pid), "a rank runs on the first worker node"
             kill_node(nodes[1])  # lost without notice
             proc.wait(timeout=TIMEOUT_S)
