@@ -204,3 +204,26 @@ def test_tune_sees_validation_reports_only_not_the_checkpoints_written_for_a_not
     callback.after_report(None, [{"valid/loss": 1e308, "step": 6, PREEMPTION_KEY: {"reason": "node drain"}}], None)
     callback.after_report(None, [{"valid/loss": 0.5, "step": 8}], None)
     assert [m["step"] for m in forwarded] == [4, 8]
+
+
+@pytest.mark.parametrize("room, decided", [(1, None), (2, None), (3, 3)])
+def test_a_running_group_is_grown_but_never_shrunk_by_the_resize_monitor(monkeypatch, room, decided):
+    """Fewer placeable workers than running ones means a node is draining (its ranks get the notice
+    and checkpoint at the next step) or dead (the group fails): a resize there would restart from
+    the last regular checkpoint and lose the steps since."""
+    from types import SimpleNamespace
+
+    from ray.train.v2.api.config import ScalingConfig
+    from ray.train.v2._internal.execution.scaling_policy.scaling_policy import NoopDecision, ResizeDecision
+
+    from espnet3.orchestration.elastic import drain_aware_scaling_policy
+
+    policy = drain_aware_scaling_policy(ScalingConfig(num_workers=(1, 3)))
+    monkeypatch.setattr(policy, "_maybe_send_resource_request", lambda: None)
+    monkeypatch.setattr(policy, "_get_reserved_resources", lambda: {f"node{i}": {"CPU": 1.0} for i in range(room)})
+    running = SimpleNamespace(start_time=float("-inf"), num_workers=2)
+    decision = policy.make_decision_for_running_worker_group(running, None)
+    if decided is None:
+        assert isinstance(decision, NoopDecision)
+    else:
+        assert isinstance(decision, ResizeDecision) and decision.num_workers == decided

@@ -68,6 +68,22 @@ def _started(exp: Path, count: int) -> float | None:
     return starts[count - 1] if len(starts) >= count else None
 
 
+def _attempt_sizes(exp: Path) -> list[tuple[float, int]]:
+    """(start time, world size) of every worker group started so far."""
+    return sorted((r["started"], r["world_size"]) for r in map(json.loads, (
+        p.read_text() for p in exp.glob("attempts/attempt-*.json"))))
+
+
+def _checkpointed_with_two(exp: Path) -> bool:
+    """Whether the group now running has both workers and has written a checkpoint. Under a busy
+    suite the first group can start with one worker (the other node's not placeable yet) and
+    grow a few seconds later: a drain before that would find no rank on the spot node."""
+    sizes = _attempt_sizes(exp)
+    if not sizes or sizes[-1][1] != 2:
+        return False
+    return any(p.stat().st_mtime > sizes[-1][0] for p in exp.glob("checkpoint_*/metrics.json"))
+
+
 def _reports(exp: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(exp.glob("checkpoint_*/metrics.json"))]
 
@@ -105,9 +121,10 @@ def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_surv
             def logs() -> tuple[Path, ...]:
                 return (log, *sorted(exp.glob("logs/rank*.log")))
 
-            _wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", proc,
+            _wait_for(lambda: _checkpointed_with_two(exp), "a checkpoint of the two-worker group", proc,
                       logs=logs())
             first_step = max(r["step"] for r in _reports(exp))
+            started_before = len(_attempt_sizes(exp))
             spot = next(node for node, resources in _alive(address, env).items() if "spot" in resources)
             drained_at = time.time()
             subprocess.run([str(RAY_BIN), "drain-node", f"--address={address}", f"--node-id={spot}",
@@ -120,7 +137,8 @@ def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_surv
             time.sleep(max(0.0, drained_at + DEADLINE_S - time.time()))
             kill_node(nodes[2])  # the reclaim, at its deadline
             nodes.append(ray_start(env, f"--address={address}", "--num-cpus=1"))  # a new spot node joins
-            grown = _wait_for(lambda: _started(exp, 3), "the group to grow back", proc, logs=logs())
+            # the survivor's restart, then the group grown back
+            grown = _wait_for(lambda: _started(exp, started_before + 2), "the group to grow back", proc, logs=logs())
             _wait_for(lambda: any(p.stat().st_mtime > grown for p in exp.glob("checkpoint_*/metrics.json")),
                       "a checkpoint of the grown group", proc, logs=logs())
             assert _train_workers(nodes[1].pid), "a rank runs on the first worker node"
@@ -137,14 +155,15 @@ def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_surv
         # it short): the planned optimizer steps, give or take one per re-dealt epoch's rounding.
         monkeypatch.syspath_prepend(str(tmp_path))  # the run's train.yaml names the recipe's src.pace
         planned = 20 * _steps_per_epoch(exp)
-        assert planned <= result["metrics"]["step"] <= planned + 3
+        assert planned <= result["metrics"]["step"] <= planned + len(result["resizes"])
         (preemption,) = result["preemptions"]
         assert preemption["checkpoint_step"] > first_step and preemption["noticed_at"] >= drained_at - 1
         assert preemption["world_size_before"] == 2 and preemption["world_size_after"] == 1
         assert preemption["steps_repeated"] == 0
-        assert [(r["world_size_before"], r["world_size_after"], r["reason"]) for r in result["resizes"]] == [
-            (2, 1, "preemption"), (1, 2, "grow"), (2, 1, "shrink")]
-        shrunk = result["resizes"][0]
+        resizes = [(r["world_size_before"], r["world_size_after"], r["reason"]) for r in result["resizes"]]
+        assert resizes in ([(2, 1, "preemption"), (1, 2, "grow"), (2, 1, "shrink")],
+                           [(1, 2, "grow"), (2, 1, "preemption"), (1, 2, "grow"), (2, 1, "shrink")])
+        shrunk = result["resizes"][-3]
         assert shrunk["accumulate_grad_batches"] == 2 and shrunk["global_batch_ratio"] == 1.0
         assert "preemption notice" in output and "with 1 of 2 workers: accumulate_grad_batches 2" in output
     finally:

@@ -138,10 +138,16 @@ def drain_aware_scaling_policy(scaling_config: Any) -> Any:
     and after a failure that was not a preemption stop the decision waits until a dead node would
     have been noticed (:func:`node_death_detection_s`). After a preemption stop
     (:meth:`expect_graceful_stop`) it restarts at once.
+
+    A running group is grown, never shrunk: the ranks on a draining node get its preemption notice
+    and stop after a checkpoint at the next step (:mod:`~espnet3.orchestration.preemption`), and a
+    dead node fails the group. Shrunk by the resize monitor instead (which ran, on this machine,
+    a few seconds after a drain, before the notice's step), the group restarted from the last
+    regular checkpoint and lost the steps since.
     """
     import ray
     from ray.train.v2._internal.execution.scaling_policy.elastic import ElasticScalingPolicy
-    from ray.train.v2._internal.execution.scaling_policy.scaling_policy import NoopDecision
+    from ray.train.v2._internal.execution.scaling_policy.scaling_policy import NoopDecision, ResizeDecision
 
     settle_s = node_death_detection_s()
 
@@ -165,6 +171,12 @@ def drain_aware_scaling_policy(scaling_config: Any) -> Any:
             decision = super().make_decision_for_non_running_worker_group()
             if not isinstance(decision, NoopDecision):
                 self._started_once, self._graceful, self._restart_after = True, False, None
+            return decision
+
+        def make_decision_for_running_worker_group(self, worker_group_state, worker_group_status):
+            decision = super().make_decision_for_running_worker_group(worker_group_state, worker_group_status)
+            if isinstance(decision, ResizeDecision) and decision.num_workers < worker_group_state.num_workers:
+                return NoopDecision()
             return decision
 
         def _get_reserved_resources(self):
