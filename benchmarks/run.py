@@ -27,8 +27,8 @@ from pathlib import Path
 
 from benchmarks.fixture import REPO
 
-COMPARISONS = ("throughput", "module_overhead", "nan_consensus", "first_step", "scaling", "batching", "sweep", "upstream",
-               "storage_run", "storage_data")
+COMPARISONS = ("throughput", "module_overhead", "nan_consensus", "notice_to_checkpoint", "first_step", "scaling",
+               "batching", "sweep", "upstream", "storage_run", "storage_data")
 # On a GPU machine (benchmarks/gpu_check.sh): skipped without CUDA, so not in the default list.
 GPU_COMPARISONS = ("gpu_throughput", "gpu_step")
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -424,6 +424,77 @@ def compare_nan_consensus(b: Bench) -> dict:
     }
 
 
+def train_step_times(tb_dir: Path) -> list[float]:
+    """Wall time of each logged training step (``train/loss`` events, one per step with
+    ``log_every_n_steps=1``), in step order."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    by_step: dict[int, float] = {}
+    for path in glob.glob(str(tb_dir / "**" / "events.out.tfevents.*"), recursive=True):
+        for event in EventFileLoader(path).Load():
+            if any(v.tag == "train/loss" for v in event.summary.value):
+                by_step[event.step] = event.wall_time
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def notice_record(exp: Path) -> dict | None:
+    """The ``preemption`` record of the checkpoint written for a notice, with its step."""
+    for path in sorted(exp.glob("checkpoint_*/metrics.json")):
+        metrics = json.loads(path.read_text())
+        if "preemption" in metrics:
+            return metrics["preemption"]
+    return None
+
+
+def compare_notice_to_checkpoint(b: Bench) -> dict:
+    """From a stop notice to the checkpoint written for it, in a 2-worker run: SIGTERM to the
+    launcher (the path SLURM's walltime signal and a scheduler's preemption take). A node drain
+    takes the same path from the moment a worker sees it; only the delivery differs (Ray's
+    watcher polls drains, the launcher's board is polled, both once a second)."""
+    delivery, in_step, total, step_s, steps_after = [], [], [], [], []
+    for _ in range(b.size.reps):
+        run = b.run_dir("notice")
+        cmd = [sys.executable, "-m", "espnet3.launch", "--config", str(b.fixture.config), "--num-gpus", "0",
+               f"exp_dir={run / 'exp'}", "trainer.max_epochs=1000", "trainer.max_steps=-1", "trainer.log_every_n_steps=1",
+               "--stages", "train"]
+        run.mkdir(parents=True)
+        with open(run / "run.log", "w") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=bench_env(), cwd=REPO)
+        try:
+            deadline = time.time() + 600
+            while len(train_step_times(run / "exp" / "tensorboard")) < b.size.warmup + 3:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"espnet3.launch made no training steps to stop; see {run / 'run.log'}")
+                time.sleep(0.5)
+            signalled = time.time()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        record = notice_record(run / "exp")
+        if record is None or "noticed_at" not in record:
+            raise RuntimeError(f"no checkpoint was written for the SIGTERM (exit code {proc.returncode}); see {run / 'run.log'}")
+        steps = train_step_times(run / "exp" / "tensorboard")
+        delivery.append(record["noticed_at"] - signalled)
+        in_step.append(record["time"] - record["noticed_at"])
+        total.append(record["time"] - signalled)
+        measured = steps[b.size.warmup:]
+        step_s.append(median([later - earlier for earlier, later in zip(measured, measured[1:])]))
+        steps_after.append(sum(t > record["noticed_at"] for t in steps))
+    return {
+        "signal_to_seen_s": median(delivery),
+        "seen_to_checkpoint_s": median(in_step),
+        "signal_to_checkpoint_s": median(total),
+        "median_step_s": median(step_s),
+        "ratio": ratio(median(in_step), median(step_s)),
+        "steps_after_seen": max(steps_after),
+        "goal": "checkpoint in the step the notice is seen (ratio <= 1, steps_after_seen <= 1)",
+        "met": bool(ratio(median(in_step), median(step_s)) <= 1 and max(steps_after) <= 1),
+        "runs": {"signal_to_seen_s": delivery, "seen_to_checkpoint_s": in_step, "steps_after_seen": steps_after},
+    }
+
+
 class RayHead:
     """``ray start --head --block`` in a subprocess; terminating it stops the cluster it started."""
 
@@ -647,6 +718,7 @@ RUNNERS = {
     "throughput": compare_throughput,
     "module_overhead": compare_module_overhead,
     "nan_consensus": compare_nan_consensus,
+    "notice_to_checkpoint": compare_notice_to_checkpoint,
     "first_step": compare_first_step,
     "scaling": compare_scaling,
     "batching": compare_batching,
@@ -685,6 +757,12 @@ ROWS = {
                       ("ratio on / off (goal <= 1.01)", "ratio"), ("one consensus all_reduce (us)", "collective_us"),
                       ("median step (ms)", "median_step_ms"), ("ratio implied by the all_reduce", "ratio_from_collective"),
                       ("goal met", "met")],
+    "notice_to_checkpoint": [("SIGTERM to the launcher -> a worker sees it (s)", "signal_to_seen_s"),
+                             ("seen -> checkpoint written (s)", "seen_to_checkpoint_s"),
+                             ("SIGTERM -> checkpoint written (s)", "signal_to_checkpoint_s"),
+                             ("median step (s)", "median_step_s"),
+                             ("ratio seen -> checkpoint / step (goal <= 1)", "ratio"),
+                             ("steps logged after the notice was seen", "steps_after_seen"), ("goal met", "met")],
     "first_step": [("espnet3.launch, new local Ray (s)", "espnet3_local_s"),
                    ("espnet3.launch, running cluster (s)", "espnet3_cluster_s"),
                    ("Lightning DDP script (s)", "lightning_ddp_s"), ("ratio local", "ratio_local"),

@@ -35,6 +35,22 @@ def test_consensus_costs_split_by_flag_and_normalise_by_largest_batch():
     assert costs[True] == [pytest.approx(2 / 200)] and costs[False] == [pytest.approx(1 / 100)]
 
 
+def test_notice_to_checkpoint_reads_the_logged_steps_and_the_notice_record(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path / "exp" / "tensorboard" / "version_0"))
+    for step in (3, 1, 2):  # written out of order: read back in step order
+        writer.add_scalar("train/loss", 1.0, step, walltime=100.0 + step)
+        writer.add_scalar("valid/loss", 1.0, step, walltime=500.0)
+    writer.close()
+    assert bench_run.train_step_times(tmp_path / "exp" / "tensorboard") == [101.0, 102.0, 103.0]
+    for name, metrics in (("checkpoint_a", {"step": 2}), ("checkpoint_b", {"step": 3, "preemption": {"time": 7.0}})):
+        (tmp_path / "exp" / name).mkdir()
+        (tmp_path / "exp" / name / "metrics.json").write_text(json.dumps(metrics))
+    assert bench_run.notice_record(tmp_path / "exp") == {"time": 7.0}
+    assert bench_run.notice_record(tmp_path / "missing") is None
+
+
 def test_markdown_table_has_a_row_per_measure_and_shows_skips():
     results = {
         "throughput": {"espnet3_utt_per_s": 9.8, "lightning_ddp_utt_per_s": 10.0, "ratio": 0.98, "met": True},
