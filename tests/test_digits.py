@@ -60,6 +60,20 @@ def test_plan_holds_out_variants_at_scale():
         assert not {v.variant for v in train.values()} & {v.variant for v in held.values()}
 
 
+def test_num_train_speakers_spreads_train_only():
+    """More training voices: every utterance count balanced over them, (voice, variant) pairs
+    reused with their own prosody once the pool runs out; the default stays MAX_SPEAKERS."""
+    train, utts = plan_split("train", 2000, seed=3, num_speakers=100)
+    assert len(train) == 100 and {u.speaker_id for u in utts} == set(train)
+    pool = len(digits.DEFAULT_VOICES) * len(digits.SPLIT_VARIANTS["train"])
+    assert len({(v.voice, v.variant) for v in train.values()}) == pool < 100
+    counts = np.bincount([sorted(train).index(u.speaker_id) for u in utts])
+    assert counts.min() == counts.max() == 20
+    assert len(plan_split("train", 2000, seed=3)[0]) == digits.MAX_SPEAKERS["train"]
+    with pytest.raises(ValueError, match="num_train_speakers must be >= 1"):
+        generate_corpus("/nonexistent", num_train_speakers=0, verbose=False)
+
+
 def test_kaldi_files_are_consistent(corpus):
     for split, n in zip(SPLITS, (SMALL["num_train"], SMALL["num_valid"], SMALL["num_test"])):
         d = corpus[split]

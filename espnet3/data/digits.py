@@ -175,18 +175,21 @@ def assign_utterances(
 
 def plan_split(split: str, num_utts: int, seed: int, voices: Sequence[str] = DEFAULT_VOICES, *,
                count_digits: Callable[[np.random.Generator, int], int] = uniform_digit_count,
+               num_speakers: int | None = None,
                ) -> tuple[dict[str, VoiceSpec], list[Utterance]]:
     """Choose speakers and transcripts for one split, without synthesising anything.
 
     Kept pure (seed in, plan out) so determinism and speaker disjointness can be
-    reasoned about and tested independently of espeak.
+    reasoned about and tested independently of espeak. ``num_speakers`` defaults to
+    ``MAX_SPEAKERS[split]`` (never more than ``num_utts``).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     num_utts = check_count(f"num_{split}", num_utts)
     seed = check_count("seed", seed)
     rng = split_rng(seed, split)
-    speakers = draw_speakers(rng, held_out_pool(split, voices), min(num_utts, MAX_SPEAKERS[split]), f"{split}_spk")
+    wanted = MAX_SPEAKERS[split] if num_speakers is None else num_speakers
+    speakers = draw_speakers(rng, held_out_pool(split, voices), min(num_utts, wanted), f"{split}_spk")
     return speakers, assign_utterances(rng, speakers, num_utts, count_digits=count_digits)
 
 
@@ -336,12 +339,14 @@ def read_spk2info(split_dir: str | os.PathLike) -> dict[str, VoiceSpec]:
 
 
 # ------------------------------------------------------- manifest and replacement
-def _params(num_train: int, num_valid: int, num_test: int, seed: int, voices: Sequence[str]) -> dict:
+def _params(num_train: int, num_valid: int, num_test: int, seed: int, voices: Sequence[str],
+            num_train_speakers: int) -> dict:
     return {
         "format_version": FORMAT_VERSION,
         "num_train": num_train,
         "num_valid": num_valid,
         "num_test": num_test,
+        "num_train_speakers": num_train_speakers,
         "seed": seed,
         "voices": list(voices),
         "sample_rate": TARGET_SAMPLE_RATE,
@@ -488,6 +493,7 @@ def generate_corpus(
     seed: int = 0,
     *,
     voices: Sequence[str] = DEFAULT_VOICES,
+    num_train_speakers: int = MAX_SPEAKERS["train"],
     workers: int | None = None,
     force: bool = False,
     verbose: bool = True,
@@ -496,6 +502,9 @@ def generate_corpus(
 
     Safe to call from several processes at once (a file lock serialises them), and
     cheap to call again: a complete corpus with identical parameters is reused.
+    ``num_train_speakers`` spreads the training utterances over more synthetic voices
+    (voice x variant pairs with their own pitch and rate; pairs repeat past the pool's
+    size).
     """
     counts = {
         "train": check_count("num_train", num_train),
@@ -503,6 +512,9 @@ def generate_corpus(
         "test": check_count("num_test", num_test),
     }
     seed = check_count("seed", seed)
+    num_train_speakers = check_count("num_train_speakers", num_train_speakers)
+    if num_train_speakers < 1:
+        raise ValueError(f"num_train_speakers must be >= 1, got {num_train_speakers}")
     if isinstance(voices, str) or not isinstance(voices, Sequence) or not voices:
         raise TypeError(f"voices must be a non-empty sequence of voice names, got {voices!r}")
     voices = list(voices)
@@ -519,11 +531,13 @@ def generate_corpus(
             )
         synth.check_voice(voice)
     workers = resolve_workers(workers)
-    params = _params(counts["train"], counts["valid"], counts["test"], seed, voices)
+    params = _params(counts["train"], counts["valid"], counts["test"], seed, voices, num_train_speakers)
     log = print if verbose else (lambda *a, **k: None)
 
     def fill(tmp_dirs: dict[str, Path], final_dirs: dict[str, Path], started: float) -> dict[str, dict]:
-        plans = {split: plan_split(split, counts[split], seed, voices) for split in SPLITS}
+        plans = {split: plan_split(split, counts[split], seed, voices,
+                                   num_speakers=num_train_speakers if split == "train" else None)
+                 for split in SPLITS}
         stats = _synthesize_splits(plans, tmp_dirs, seed, workers, log, started)
         for split in SPLITS:
             speakers, utts = plans[split]
@@ -555,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-valid", type=non_negative_int, default=200)
     parser.add_argument("--num-test", type=non_negative_int, default=200)
     parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--num-train-speakers", type=non_negative_int, default=MAX_SPEAKERS["train"],
+                        help="synthetic training speakers (default: %(default)s)")
     parser.add_argument("--voices", default=",".join(DEFAULT_VOICES),
                         help="comma-separated espeak base voices shared by all splits")
     parser.add_argument("--workers", type=int, default=None, help="synthesis processes (default: min(4, cores))")
@@ -568,7 +584,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     voices = [v.strip() for v in args.voices.split(",") if v.strip()]
     try:
         generate_corpus(args.out, args.num_train, args.num_valid, args.num_test, args.seed,
-                        voices=voices, workers=args.workers, force=args.force)
+                        voices=voices, num_train_speakers=args.num_train_speakers, workers=args.workers,
+                        force=args.force)
     except (ValueError, TypeError, OSError) as exc:
         parser.error(str(exc))
     return 0
