@@ -30,11 +30,11 @@ class Terminated(KeyboardInterrupt):
     A KeyboardInterrupt: no ``except Exception`` on the way up swallows it, and Ray's blocking calls
     (``ray.get`` of the Train controller, where the driver waits) let only KeyboardInterrupt and
     SystemExit out of a signal handler, turning any other exception into a SystemError. Ray raises
-    its own KeyboardInterrupt there, so which signal it was is kept in :data:`_SIGTERM_RECEIVED`.
+    its own KeyboardInterrupt there, so which signal it was is kept in :data:`SIGTERM_RECEIVED`.
     """
 
 
-_SIGTERM_RECEIVED = threading.Event()
+SIGTERM_RECEIVED = threading.Event()
 # How long a SIGTERM during training waits for every rank to checkpoint before stopping anyway.
 STOP_GRACE_S = 120.0
 
@@ -43,8 +43,8 @@ def _terminate(signum, frame) -> None:
     from espnet3.orchestration.preemption import armed
 
     board = armed()
-    if board is not None and not _SIGTERM_RECEIVED.is_set():
-        _SIGTERM_RECEIVED.set()
+    if board is not None and not SIGTERM_RECEIVED.is_set():
+        SIGTERM_RECEIVED.set()
         board.ask.remote("SIGTERM")
         print(f"[espnet3] SIGTERM: every rank checkpoints at its next step, then the run stops (within "
               f"{STOP_GRACE_S:.0f} s; another SIGTERM stops at once)", file=sys.stderr, flush=True)
@@ -52,7 +52,7 @@ def _terminate(signum, frame) -> None:
         timer.daemon = True
         timer.start()
         return
-    _SIGTERM_RECEIVED.set()
+    SIGTERM_RECEIVED.set()
     raise Terminated()
 
 
@@ -142,8 +142,13 @@ def submit_slurm(spec: LaunchSpec, checked) -> int:
     run_dir = storage.home(checked.exp_dir if spec.config is not None else checked.output_dir)
     # SLURM writes the job's output to a path: a run in a bucket keeps its job files here.
     local = Path.cwd() / "slurm" / Path(run_dir).name if storage.is_uri(run_dir) else Path(run_dir)
-    # The workers of the busiest node, and one CPU for the driver.
-    cpus = 1 + math.ceil(math.ceil(spec.world_size / spec.slurm.nodes) * spec.cpus_per_worker)
+    # The workers of the busiest node (a sweep's: all its concurrent trials'), and one CPU for the driver.
+    if spec.config is not None:
+        cpus = 1 + math.ceil(math.ceil(spec.world_size / spec.slurm.nodes) * spec.cpus_per_worker)
+    else:
+        from espnet3.sweep.runner import trial_cpus, trial_launch
+
+        cpus = 1 + math.ceil(checked.max_concurrent_trials * trial_cpus(trial_launch(checked, spec)) / spec.slurm.nodes)
     try:
         spec.slurm.check(spec.num_gpus)
         script = atomic_write(local / slurm.SCRIPT, spec.slurm.script(spec.argv, str(local), str(checked.name or "sweep"), cpus))
@@ -429,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         import ray
 
         ray.shutdown()
-        sigterm = isinstance(exc, Terminated) or _SIGTERM_RECEIVED.is_set()
+        sigterm = isinstance(exc, Terminated) or SIGTERM_RECEIVED.is_set()
         print(f"[espnet3] stopped by {'SIGTERM' if sigterm else 'Ctrl-C'}; what was saved stays: continue with "
               "the same command and --resume", file=sys.stderr, flush=True)
         return EXIT_TERMINATED if sigterm else 130

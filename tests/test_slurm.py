@@ -147,3 +147,99 @@ def test_a_submitted_job_trains_evaluates_checkpoints_at_its_warning_and_requeue
     assert f"resumed at step {stop['checkpoint_step']} " in log, "the requeued job went on from the warning's step"
     assert f"requeueing SLURM job {job}" in log
     assert set(json.loads((exp / "infer" / "test" / "metrics.json").read_text())) == {"cer", "wer"}
+
+
+def test_the_job_of_a_sweep_asks_for_the_cpus_of_its_concurrent_trials(tmp_path, capsys, monkeypatch):
+    """2 trials at once x (1 worker x 1 CPU + the trial's 0.25) + the driver: 4 CPUs, not the 3 of a
+    2-worker run; the script is written, not submitted (--dry-run, and no sinfo is asked)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("espnet3.orchestration.slurm.query_partitions", lambda: {"debug": [0]})
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text((REPO / "configs" / "sweep_tiny.yaml").read_text().replace(
+        "base: tiny_asr.yaml", f"base: {REPO / TINY}") + f"output_dir: {tmp_path / 'out'}\n")
+    assert launch.main(["--sweep", str(sweep), "--num-gpus", "0", "--slurm", "partition=debug", "--dry-run"]) == 0
+    script = (tmp_path / "out" / "slurm" / "espnet3.sbatch").read_text()
+    assert "#SBATCH --cpus-per-task=4" in script and "--sweep" in script
+
+
+def test_the_stop_board_settles_once_every_running_trial_has_its_checkpoint():
+    from espnet3.orchestration.preemption import StopBoard
+
+    board = StopBoard()
+    board.enter("a"), board.enter("b")
+    assert not board.settled()  # nothing asked
+    board.ask("SIGTERM")
+    board.leave("a")  # finished before it saw the request
+    assert not board.settled()
+    board.stopped("b")
+    assert board.settled()
+    board.enter("c")  # started while the sweep was being stopped: its first step checkpoints too
+    assert not board.settled()
+    board.stopped("c")
+    assert board.settled() and board.get()["reason"] == "SIGTERM"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_submitted_sweep_checkpoints_its_running_trial_at_the_warning_and_resumes_it_after_the_requeue(
+        slurm, digits, tmp_path):
+    """A 2-trial sweep in one allocation, one trial at a time; SLURM's warning while the second trial
+    trains must checkpoint it at its step, requeue the job, and the requeued sweep must finish that
+    trial from there without training the finished first trial again."""
+    import csv
+
+    import yaml
+
+    from test_fault_tolerance import _env, _wait_for
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "pace.py").write_text(PACE)
+    out = tmp_path / "out"
+    sweep = {
+        "base": str(REPO / TINY), "output_dir": str(out),
+        "overrides": ["trainer.max_epochs=4", "callbacks=[{_target_: src.pace.Pace}]"],
+        "space": {"optimizer.lr": {"grid": [0.002, 0.001]}}, "metric": "valid/loss", "mode": "min",
+        "num_samples": 1, "max_concurrent_trials": 1, "workers_per_trial": 1, "cpus_per_worker": 1,
+    }
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    env = {**_env(), "SLURM_CONF": slurm.env["SLURM_CONF"]}
+    data = [f"data.train={digits}/train", f"data.valid={digits}/valid", f"data.test.test={digits}/test"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "espnet3.launch", "--sweep", "sweep.yaml", "--num-gpus", "0", *data,
+         "--slurm", "partition=debug,time=00:30:00,signal_s=60,max_requeues=2,cpus_per_node=2"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    job = re.search(r"submitted SLURM job (\d+)", proc.stdout).group(1)
+    log = out / "slurm" / f"slurm-{job}.out"
+
+    def trials() -> list[Path]:
+        return sorted((out / "trials").glob("*/train.yaml"), key=lambda p: p.stat().st_mtime)
+
+    # The second trial trains (a checkpoint of its own) while the first one is done.
+    _wait_for(lambda: len(trials()) == 2 and list(trials()[1].parent.glob("checkpoint_*/checkpoint.ckpt")),
+              "the second trial's first checkpoint", timeout=400, logs=(log,))
+    first, second = (p.parent for p in trials())
+    first_checkpoints = sorted(p.name for p in first.glob("checkpoint_*"))
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=slurm.env, check=True, capture_output=True)
+    _wait_for(lambda: slurm.job_state(job) == "PENDING", "the job to requeue", timeout=300, logs=(log,))
+    _wait_for(lambda: slurm.job_state(job) in ("COMPLETED", "FAILED", "CANCELLED"), "the requeued job to end",
+              timeout=400, logs=(log,))
+    text = log.read_text()
+    assert slurm.job_state(job) == "COMPLETED", text[-3000:] + slurm.diagnosis(job)
+    assert f"requeueing SLURM job {job}" in text and "stopped by SIGTERM" in text
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["status"] for r in rows) == ["TERMINATED", "TERMINATED"]
+    # The first trial was not trained again: one start, the same checkpoints.
+    assert len(list((first / "attempts").glob("attempt-*.json"))) == 1
+    assert sorted(p.name for p in first.glob("checkpoint_*")) == first_checkpoints
+    # The second resumed from the checkpoint written at the warning, and finished every epoch.
+    stops = [json.loads(p.read_text()) for p in second.glob("checkpoint_*/metrics.json")]
+    (stop,) = [m for m in stops if m.get("preemption", {}).get("reason") == "SIGTERM"]
+    starts = sorted((json.loads(p.read_text()) for p in (second / "attempts").glob("attempt-*.json")),
+                    key=lambda a: a["started"])
+    assert [a["resumed_step"] for a in starts] == [None, stop["step"]]
+    assert max(m["epoch"] for m in stops) == 3
+    (requeue,) = [json.loads(p.read_text()) for p in (out / "requeues").glob("requeue-*.json")]
+    assert requeue["job_id"] == job and requeue["restart_count"] == 1

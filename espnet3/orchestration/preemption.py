@@ -39,10 +39,16 @@ class StopRequested(PreemptionStop):
 
 
 class StopBoard:
-    """A Ray actor (no CPUs) holding the launcher's request that every rank checkpoint and stop."""
+    """A Ray actor (no CPUs) holding the launcher's request that every rank checkpoint and stop.
+
+    A sweep's trials also sign in and out (:meth:`enter`, :meth:`leave`, :meth:`stopped`), so the
+    launcher can tell when every running trial has its checkpoint (:meth:`settled`).
+    """
 
     def __init__(self) -> None:
         self.request: dict | None = None
+        self.running: set[str] = set()
+        self.done: set[str] = set()
 
     def ask(self, reason: str) -> None:
         if self.request is None:
@@ -50,6 +56,20 @@ class StopBoard:
 
     def get(self) -> dict | None:
         return self.request
+
+    def enter(self, trial_id: str) -> None:
+        self.running.add(trial_id)
+
+    def leave(self, trial_id: str) -> None:
+        self.running.discard(trial_id)
+
+    def stopped(self, trial_id: str) -> None:
+        """The trial checkpointed for the request and waits to be ended."""
+        self.done.add(trial_id)
+
+    def settled(self) -> bool:
+        """A request was made and every trial still running has checkpointed for it."""
+        return self.request is not None and self.running <= self.done
 
 
 # The board of the training now running in this process (the launcher's SIGTERM handler asks it).

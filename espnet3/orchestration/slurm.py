@@ -21,7 +21,8 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-SCRIPT = Path("slurm") / "espnet3.sbatch"
+SLURM_DIR = "slurm"  # in exp_dir (a sweep's output_dir): the script and SLURM's output
+SCRIPT = Path(SLURM_DIR) / "espnet3.sbatch"
 REQUEUES_DIR = "requeues"
 RAY_PORT = 6379
 

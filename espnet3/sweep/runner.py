@@ -6,13 +6,18 @@ process, so concurrent trials never race to write them.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from espnet3 import storage
 from espnet3.orchestration.launch_spec import LaunchSpec
+from espnet3.orchestration.slurm import SLURM_DIR
 from espnet3.sweep.errors import SweepError
 from espnet3.sweep.spec import SweepSpec
 from espnet3.sweep.trial import TRIAL_CPUS, TrialPlan, run_trial, trial_dirname
@@ -35,7 +40,8 @@ def preflight(spec: LaunchSpec) -> SweepSpec:
     out = storage.home(sweep.output_dir)
     if storage.is_uri(out) and (problem := storage.check_reachable(out)) is not None:
         raise SweepError("output_dir", sweep.source, problem, "fix `output_dir` or the storage settings")
-    if storage.listdir(out) and not spec.resume:
+    # The job files of a `--slurm` submission come first (slurm/); anything else is a sweep.
+    if set(storage.listdir(out)) - {SLURM_DIR} and not spec.resume:
         raise FileExistsError(
             f"{out} already holds a sweep. Pass --resume to continue it (finished trials are not repeated), "
             f"or start a new one by changing `name` (or `output_dir`) in {sweep.source}."
@@ -74,11 +80,16 @@ def shared_config(sweep: SweepSpec, use_gpu: bool) -> DictConfig:
     return cfg
 
 
+def trial_cpus(launch: LaunchSpec) -> float:
+    """CPUs one running trial takes: its workers' and the trial function's own."""
+    return TRIAL_CPUS + launch.world_size * launch.cpus_per_worker
+
+
 def check_cluster_fits(sweep: SweepSpec, launch: LaunchSpec) -> None:
     import ray
 
     have = ray.cluster_resources()
-    per_trial = TRIAL_CPUS + launch.world_size * launch.cpus_per_worker
+    per_trial = trial_cpus(launch)
     need = sweep.max_concurrent_trials * per_trial
     if need > have.get("CPU", 0):
         raise SweepError(
@@ -164,10 +175,13 @@ def report(grid, sweep: SweepSpec) -> int:
 
 
 def run(spec: LaunchSpec, sweep: SweepSpec) -> int:
+    from espnet3.launch import SIGTERM_RECEIVED, EXIT_TERMINATED, stop_on_sigterm
     from espnet3.orchestration.cluster import connect
     from espnet3.orchestration.console import LOG_DIR
+    from espnet3.orchestration.preemption import disarm, start_board
+    from espnet3.orchestration.slurm import record_requeue
     from espnet3.orchestration.preparation import default_stages, prepare_data, stats_model
-    from espnet3.utils.task_utils import build_model
+    from espnet3.utils.task_utils import build_model, recipe_code
 
     launch = trial_launch(sweep, spec)
     print(f"[espnet3] {sweep.summary()}\n  each trial: {launch.world_size} {'GPU' if launch.use_gpu else 'CPU'} "
@@ -177,7 +191,10 @@ def run(spec: LaunchSpec, sweep: SweepSpec) -> int:
     cfg = shared_config(sweep, launch.use_gpu)
     stages = [s for s in default_stages(cfg) if s in ("collect_stats", "train")]
     data_plan = prepare_data(cfg, stages)
-    connect(launch, sweep.max_concurrent_trials, log_dir=sweep.output_dir / LOG_DIR)
+    connect(launch, sweep.max_concurrent_trials, recipe_code=recipe_code(cfg, sweep.config_dir),
+            log_dir=sweep.output_dir / LOG_DIR)
+    stop_on_sigterm()  # again: ray.init installed its own handler
+    record_requeue(sweep.output_dir)
     try:
         check_cluster_fits(sweep, launch)
     except SweepError as exc:
@@ -189,10 +206,39 @@ def run(spec: LaunchSpec, sweep: SweepSpec) -> int:
 
         collect_stats(*stats_model(cfg, data_plan), data_plan)
     build_model(cfg, sweep.config_dir, data_plan)  # fail here, not in every trial
+    board = start_board()
     plan = TrialPlan(
         base=OmegaConf.to_container(cfg, resolve=False), space=sweep.space, source=sweep.source,
         trials_dir=(sweep.output_dir / "trials").resolve(), launch=launch, config_dir=sweep.config_dir,
-        data=data_plan, storage_env=storage.worker_env(),
+        data=data_plan, storage_env=storage.worker_env(), stop_board=board,
     )
-    with storage.uploading([sweep.output_dir / LOG_DIR]):
-        return report(build_tuner(sweep, plan, spec.resume).fit(), sweep)
+    threading.Thread(target=_interrupt_when_settled, args=(board,), name="espnet3-sweep-stop", daemon=True).start()
+    try:
+        with storage.uploading([sweep.output_dir / LOG_DIR]):
+            grid = build_tuner(sweep, plan, spec.resume).fit()
+    finally:
+        disarm()
+    if SIGTERM_RECEIVED.is_set():
+        print("[espnet3] stopped by SIGTERM: every running trial checkpointed at its step and stays unfinished; "
+              "continue with the same command and --resume", file=sys.stderr, flush=True)
+        return EXIT_TERMINATED
+    return report(grid, sweep)
+
+
+def _interrupt_when_settled(board) -> None:
+    """After a SIGTERM (the launcher's handler asks ``board``), once every running trial has its
+    checkpoint: Tune's own interrupt (SIGINT), which saves the experiment with those trials
+    unfinished, so that ``--resume`` continues each one from that checkpoint."""
+    import ray
+
+    from espnet3.launch import SIGTERM_RECEIVED
+
+    SIGTERM_RECEIVED.wait()
+    while True:
+        try:
+            if ray.get(board.settled.remote(), timeout=30):
+                break
+        except Exception:  # Ray is shutting down: the sweep is over anyway
+            return
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGINT)

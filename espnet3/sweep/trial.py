@@ -36,6 +36,8 @@ class TrialPlan:
         config_dir: where a ``_target_`` model's code is imported from.
         data: the data plan prepared once for all trials (a trial may change its batching).
         storage_env: the launcher's object-storage settings (:func:`espnet3.storage.worker_env`).
+        stop_board: the launcher's :class:`~espnet3.orchestration.preemption.StopBoard` (a SIGTERM
+            has every running trial checkpoint at its next step).
     """
 
     base: dict
@@ -46,6 +48,7 @@ class TrialPlan:
     config_dir: Path
     data: DataPlan
     storage_env: dict[str, str] | None = None
+    stop_board: Any = None
 
     def trial_config(self, params: dict[str, Any], trial_id: str) -> DictConfig:
         return apply_params(
@@ -55,18 +58,40 @@ class TrialPlan:
 
 
 def run_trial(params: dict[str, Any], plan: TrialPlan) -> None:
+    import threading
+
+    import ray
     import ray.tune
+    from ray.train import TrainingFailedError
 
     from espnet3 import storage
+    from espnet3.orchestration.failures import is_requested_stop
     from espnet3.config.save import save_config
     from espnet3.stages.train import build_torch_trainer
 
     storage.use_env(plan.storage_env)  # a trial actor on any node writes to the sweep's bucket
-    # The Train run is named after the trial, so a restored sweep resumes the same run.
-    cfg = plan.trial_config(params, ray.tune.get_context().get_trial_id())
+    # The Train run is named after the trial, so a restored sweep resumes the same run (from its
+    # latest checkpoint: the one written at the launcher's SIGTERM, if there was one).
+    trial_id = ray.tune.get_context().get_trial_id()
+    cfg = plan.trial_config(params, trial_id)
     save_config(cfg, Path(cfg.exp_dir) / "train.yaml")
     data = replace(plan.data, loader=LoaderSpec.from_config(cfg.dataloader))
-    build_torch_trainer(cfg, plan.launch, plan.config_dir, data, callbacks=[_tune_callback()]).fit()
+    board = plan.stop_board
+    if board is not None:
+        ray.get(board.enter.remote(trial_id))
+    try:
+        build_torch_trainer(cfg, plan.launch, plan.config_dir, data, callbacks=[_tune_callback()],
+                            stop_board=board).fit()
+    except TrainingFailedError as exc:
+        if board is None or not is_requested_stop(exc):
+            raise
+        # Neither returned (TERMINATED) nor failed (ERROR): Tune saves this trial as unfinished when
+        # the launcher interrupts the sweep, so `--resume` continues it.
+        ray.get(board.stopped.remote(trial_id))
+        threading.Event().wait()
+    finally:
+        if board is not None:
+            board.leave.remote(trial_id)
 
 
 def _tune_callback():
