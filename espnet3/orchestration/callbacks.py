@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -73,7 +74,7 @@ class RayReportCallback(L.Callback):
         # own ranking skips checkpoints written for a notice.
         metrics = {c.metric: sys.float_info.max if c.mode == "min" else -sys.float_info.max for c in self.criteria}
         metrics.update(epoch=trainer.current_epoch, step=trainer.global_step, **{PREEMPTION_KEY: record})
-        self._report(trainer, metrics, batch_idx + 1)
+        self._report(trainer, metrics, batch_idx + 1, wait=True)
         requested = self.notice is not None and self.notice.requested is not None
         if trainer.global_rank == 0 and self.send is not None and not requested:
             deadline = record.get("deadline")
@@ -85,20 +86,35 @@ class RayReportCallback(L.Callback):
             raise StopRequested(f"checkpoint saved at step {trainer.global_step}: {record['reason']}")
         raise PreemptionStop(f"checkpoint saved at step {trainer.global_step} for a preemption notice")
 
-    def _report(self, trainer: L.Trainer, metrics: dict, batches_done: int) -> None:
+    def _report(self, trainer: L.Trainer, metrics: dict, batches_done: int, wait: bool = False) -> None:
+        """Save a checkpoint on every rank and report it (rank 0 attaches the files).
+
+        Ray uploads it in the background (``CheckpointUploadMode.ASYNC``) while training goes on:
+        with ``exp_dir`` in a bucket a synchronous upload held every rank at the report's barrier
+        for as long as the PUTs took. Ray keeps the reports in order and flushes the uploads when
+        the training function returns. ``wait``: upload before returning, for a checkpoint the
+        group stops after (a notice's): a failing training function flushes nothing.
+        """
         import ray.train
+        from ray.train import CheckpointUploadMode
 
         sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
         progress = sampler.progress(batches_done) if hasattr(sampler, "progress") else None
-        with tempfile.TemporaryDirectory() as tmp:
+        # Ray deletes a reported directory once it is uploaded; the other ranks' is removed here.
+        tmp = tempfile.mkdtemp(prefix="espnet3-checkpoint-")
+        checkpoint = None
+        try:
             trainer.save_checkpoint(os.path.join(tmp, CHECKPOINT_NAME))
-            checkpoint = None
             if trainer.global_rank == 0:
                 Path(tmp, METRICS_FILE).write_text(json.dumps(metrics, indent=1))
                 if progress is not None:
                     Path(tmp, SAMPLER_FILE).write_text(json.dumps(progress))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+            ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True,
+                             checkpoint_upload_mode=CheckpointUploadMode.SYNC if wait else CheckpointUploadMode.ASYNC)
+        finally:
+            if checkpoint is None:
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def _check_criteria(self, metrics: dict[str, float]) -> None:
         # Validation metrics are synced, so every rank sees the same keys and raises together.
