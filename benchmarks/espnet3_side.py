@@ -1,7 +1,7 @@
 """One espnet3 training run on Ray Train, through espnet3's own launcher code path, with timing probes.
 
     python -m benchmarks.espnet3_side --config bench.yaml --exp-dir D --out O --num-workers 2 \
-        --max-steps 20 [--num-gpus N] [--consensus on|off|alternate] [--address HOST:PORT] [--t0 WALLCLOCK]
+        --max-steps 20 [--override KEY=VALUE ...] [--num-gpus N] [--consensus on|off|alternate] [--address HOST:PORT] [--t0 WALLCLOCK]
 
 Mirrors ``espnet3.launch.run`` for ``--stages train`` (preflight, prepare_data, connect, the
 driver-side model build, ``build_torch_trainer(...).fit()``); the only change is that the
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--consensus", default="on", choices=("on", "off", "alternate"))
     parser.add_argument("--collective-calls", type=int, default=0)
     parser.add_argument("--address", default=None)
+    parser.add_argument("--override", action="append", default=[], help="a train.yaml override (repeatable)")
     parser.add_argument("--t0", type=float, default=None, help="wall clock at process start (from the parent)")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()  # Ray workers do not run in this directory
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         num_gpus=args.num_gpus,
         address=args.address,
         stages=["train"],
-        overrides=[f"exp_dir={args.exp_dir}", f"trainer.max_steps={args.max_steps}"],
+        overrides=[f"exp_dir={args.exp_dir}", f"trainer.max_steps={args.max_steps}", *args.override],
     )
     cfg = preflight(spec)
     config_dir = config_code_dir(spec.config)
