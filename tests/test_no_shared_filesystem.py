@@ -49,7 +49,11 @@ def test_two_workers_on_a_node_that_cannot_see_the_launch_directory_train_from_t
     prefix = _unshare_hiding(hidden)
 
     ray_tmp = Path(f"/tmp/e3ns{os.getpid()}")  # outside the hidden tree: Ray's own session files
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "token"}
+    # A busy suite can keep a node's dashboard agent from writing its ports for longer than the
+    # raylet waits by default: the worker node's raylet then aborts ("Timed out waiting for file",
+    # seen in a fresh-clone run) and the workers are never placed.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "token",
+           "RAY_agent_register_timeout_ms": "300000"}
     env.pop("RAY_ADDRESS", None)
     subprocess.run([str(RAY_BIN), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
     gcs, dashboard, client = free_ports(3)

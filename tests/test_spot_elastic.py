@@ -94,6 +94,7 @@ def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_surv
         digits, tmp_path, monkeypatch):
     ray_tmp = Path(f"/tmp/e3spot{os.getpid()}")
     env = _env(RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="token", RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S="1",
+               RAY_agent_register_timeout_ms="300000",  # see test_no_shared_filesystem: a busy suite's slow agents
                # a dead node is noticed in about 3 s instead of 15 (GCS health checks)
                RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
     subprocess.run([str(RAY_BIN), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
