@@ -85,3 +85,22 @@ def test_pruner_empties_unwanted_checkpoints_but_keeps_their_directories(tmp_pat
     assert all((d / "metrics.json").is_file() for d in dirs)
     assert [r.name for r in read_reports(tmp_path)] == [d.name for d in dirs]
     assert prune(tmp_path, [ACC, LOSS]) == []  # idempotent
+
+
+def test_pruner_leaves_alone_a_checkpoint_still_being_uploaded_beside_the_reported_one(tmp_path):
+    """Uploads run in the background: while the controller prunes for one report, the next
+    checkpoint can be half-written (an empty metrics.json) beside it; it is neither read nor pruned,
+    and the reported checkpoint counts as the latest (kept: a resume starts from it)."""
+    import ray.train
+
+    _checkpoint_dirs(tmp_path)
+    reported = sorted(tmp_path.iterdir())[-1]
+    uploading = tmp_path / "checkpoint_2026-01-01_00-00-09.000000"
+    uploading.mkdir()
+    (uploading / "checkpoint.ckpt").write_bytes(b"partial")
+    (uploading / "metrics.json").write_text("")
+    CheckpointPruner(tmp_path, [ACC, LOSS]).after_report(
+        run_context=None, metrics=[{}], checkpoint=ray.train.Checkpoint.from_directory(str(reported)))
+    assert (uploading / "checkpoint.ckpt").read_bytes() == b"partial"
+    assert (reported / "checkpoint.ckpt").exists()
+    assert [i for i, d in enumerate(sorted(tmp_path.iterdir())[:-1]) if (d / "checkpoint.ckpt").exists()] == [1, 2, 3, 5]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,19 +23,26 @@ from espnet3.orchestration.criteria import METRICS_FILE, BestCriterion, Report, 
 CHECKPOINT_GLOB = "checkpoint_*"
 
 
-def read_reports(run_dir: str | Path) -> list[Report]:
-    """Every checkpoint reported in ``run_dir`` (a path or a URI; Ray names them by time, so names sort by age)."""
+def read_reports(run_dir: str | Path, upto: str | None = None) -> list[Report]:
+    """Every checkpoint reported in ``run_dir`` (a path or a URI; Ray names them by time, so names sort by age).
+
+    ``upto``: only checkpoints named up to this one. Uploads run in the background, so while the
+    controller handles one report the next checkpoint may be half-written beside it.
+    """
     reports = []
     for name in storage.listdir(run_dir):
+        if upto is not None and name > upto:
+            continue
         metrics = storage.join(run_dir, name, METRICS_FILE)
         if fnmatch.fnmatch(name, CHECKPOINT_GLOB) and storage.is_file(metrics):
             reports.append(Report(name, json.loads(storage.read_text(metrics)), len(reports)))
     return reports
 
 
-def prune(run_dir: str | Path, criteria: Sequence[BestCriterion]) -> list[str]:
-    """Empty every checkpoint of ``run_dir`` outside :func:`checkpoints_to_keep`; returns the pruned ones."""
-    reports = read_reports(run_dir)
+def prune(run_dir: str | Path, criteria: Sequence[BestCriterion], upto: str | None = None) -> list[str]:
+    """Empty every checkpoint of ``run_dir`` (up to ``upto``, see :func:`read_reports`) outside
+    :func:`checkpoints_to_keep`; returns the pruned ones."""
+    reports = read_reports(run_dir, upto)
     keep = checkpoints_to_keep(reports, criteria)
     pruned = []
     for report in reports:
@@ -64,4 +72,4 @@ class CheckpointPruner(UserCallback):
     def after_report(self, run_context, metrics, checkpoint) -> None:
         if checkpoint is not None:
             storage.use_env(self.storage_env)
-            prune(self.run_dir, self.criteria)
+            prune(self.run_dir, self.criteria, upto=os.path.basename(str(checkpoint.path).rstrip("/")))
