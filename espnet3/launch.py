@@ -141,7 +141,7 @@ def submit_slurm(spec: LaunchSpec, checked) -> int:
 
     run_dir = storage.home(checked.exp_dir if spec.config is not None else checked.output_dir)
     # SLURM writes the job's output to a path: a run in a bucket keeps its job files here.
-    local = Path.cwd() / "slurm" / Path(run_dir).name if storage.is_uri(run_dir) else Path(run_dir)
+    local = Path.cwd() / slurm.SLURM_DIR / Path(run_dir).name if storage.is_uri(run_dir) else Path(run_dir)
     # The workers of the busiest node (a sweep's: all its concurrent trials'), and one CPU for the driver.
     if spec.config is not None:
         cpus = 1 + math.ceil(math.ceil(spec.world_size / spec.slurm.nodes) * spec.cpus_per_worker)
@@ -159,7 +159,7 @@ def submit_slurm(spec: LaunchSpec, checked) -> int:
         job = slurm.submit(script)
     except ValueError as exc:
         raise ConfigError("--slurm", "the command line", str(exc).removeprefix("--slurm: "), None) from None
-    print(f"[espnet3] submitted SLURM job {job}: {script}; its output -> {local}/slurm/slurm-{job}.out", flush=True)
+    print(f"[espnet3] submitted SLURM job {job}: {script}; its output -> {local / slurm.SLURM_DIR}/slurm-{job}.out", flush=True)
     return 0
 
 

@@ -6,8 +6,10 @@ import os
 import random
 import signal
 import socket
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 RAY_BIN = Path(sys.executable).parent / "ray"
@@ -75,3 +77,36 @@ def kill_node(node: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     node.wait(timeout=60)
+
+
+NODES_PY = """
+import json, sys, ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+print(json.dumps({n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}))
+"""
+
+
+def alive_nodes(address: str, env: dict[str, str]) -> dict[str, dict]:
+    """node id -> resources of every live node of the cluster at ``address``."""
+    out = subprocess.run([sys.executable, "-c", NODES_PY, address], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def wait_for_nodes(address: str, env: dict[str, str], count: int, cpus: float = 0, timeout: float = 180) -> None:
+    """Until ``count`` nodes with ``cpus`` CPUs in all are alive: a launch against a cluster whose
+    nodes are still registering (a busy suite) failed in Ray's start-up, not in espnet3 (the
+    driver's GCS node lookup, a raylet waiting for its agent). A probe that fails is retried."""
+    deadline = time.monotonic() + timeout
+    seen: object = None
+    while time.monotonic() < deadline:
+        try:
+            nodes = alive_nodes(address, env)
+        except (subprocess.SubprocessError, ValueError, IndexError) as exc:
+            seen = exc
+        else:
+            seen = nodes
+            if len(nodes) >= count and sum(r.get("CPU", 0) for r in nodes.values()) >= cpus:
+                return
+        time.sleep(1)
+    raise TimeoutError(f"{count} nodes with {cpus} CPUs did not come up within {timeout:.0f} s; last seen: {seen}")

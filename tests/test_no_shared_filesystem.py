@@ -19,7 +19,7 @@ import pytest
 
 import s3_local
 from espnet3 import storage
-from net_utils import RAY_BIN, free_ports, kill_node, ray_start
+from net_utils import RAY_BIN, free_ports, kill_node, ray_start, wait_for_nodes
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny_asr.yaml"
@@ -63,6 +63,7 @@ def test_two_workers_on_a_node_that_cannot_see_the_launch_directory_train_from_t
     run = f"s3://{s3_bucket}/exp/tiny"
     try:
         nodes.append(ray_start(env, f"--address={address}", "--num-cpus=2", prefix=prefix))
+        wait_for_nodes(address, env, 2, cpus=2)
         proc = subprocess.run(
             [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "2",
              "--address", address, f"exp_dir={run}", "~data.digits", f"data.train={data_uri}/train",

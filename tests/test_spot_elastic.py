@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from net_utils import RAY_BIN, free_ports, kill_node, ray_start
+from net_utils import RAY_BIN, alive_nodes, free_ports, kill_node, ray_start, wait_for_nodes
 from test_fault_tolerance import (  # noqa: F401 (digits: the fixture)
     TINY, TIMEOUT_S, _env, _overrides, _steps_per_epoch, _train_workers, _wait_for, digits,
 )
@@ -41,24 +41,10 @@ class Pace(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         time.sleep(0.5)
 """
-NODES_PY = """
-import json, sys, ray
-ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
-print(json.dumps({n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}))
-"""
-
-
-def _alive(address: str, env: dict) -> dict[str, dict]:
-    """node id -> resources of every live node."""
-    out = subprocess.run([sys.executable, "-c", NODES_PY, address], env=env, capture_output=True, text=True,
-                         timeout=120, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def _join(env: dict, address: str, count: int, *args: str) -> subprocess.Popen:
     """A worker node, once the cluster shows it (two `ray start`s at once on one machine can collide)."""
     node = ray_start(env, f"--address={address}", "--num-cpus=1", *args)
-    _wait_for(lambda: len(_alive(address, env)) >= count, f"node {count} to join", timeout=120)
+    wait_for_nodes(address, env, count, timeout=120)
     return node
 
 
@@ -126,7 +112,7 @@ def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_surv
                       logs=logs())
             first_step = max(r["step"] for r in _reports(exp))
             started_before = len(_attempt_sizes(exp))
-            spot = next(node for node, resources in _alive(address, env).items() if "spot" in resources)
+            spot = next(node for node, resources in alive_nodes(address, env).items() if "spot" in resources)
             drained_at = time.time()
             subprocess.run([str(RAY_BIN), "drain-node", f"--address={address}", f"--node-id={spot}",
                             "--reason=DRAIN_NODE_REASON_PREEMPTION", "--reason-message=spot reclaim",

@@ -102,7 +102,7 @@ class SlurmSpec:
     def script(self, launch_argv: list[str], exp_dir: str, job_name: str, cpus_per_node: int,
                python: str = sys.executable) -> str:
         """The sbatch script: its options, then Ray and the launch, the signal relay and the requeue."""
-        out = f"{exp_dir}/slurm/slurm-%j.out"
+        out = f"{exp_dir}/{SLURM_DIR}/slurm-%j.out"
         options = [f"--job-name={job_name}", f"--nodes={self.nodes}", "--ntasks-per-node=1",
                    f"--cpus-per-task={self.cpus_per_node or cpus_per_node}", f"--output={out}", "--open-mode=append",
                    "--requeue", f"--signal=B:USR1@{self.signal_s}"]
