@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lightning as L
@@ -227,3 +228,23 @@ def test_a_running_group_is_grown_but_never_shrunk_by_the_resize_monitor(monkeyp
         assert isinstance(decision, NoopDecision)
     else:
         assert isinstance(decision, ResizeDecision) and decision.num_workers == decided
+
+
+def test_local_checkpoint_copies_of_dead_workers_are_removed_and_live_ones_kept(tmp_path):
+    """A worker killed before Ray's background upload finished leaves its checkpoint's local copy;
+    the next worker on the node removes it, but never a copy a live process may still upload."""
+    import subprocess
+    import sys
+
+    from espnet3.orchestration.callbacks import LOCAL_CHECKPOINT_PREFIX, remove_orphaned_checkpoints
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = tmp_path / f"{LOCAL_CHECKPOINT_PREFIX}{dead.pid}-ab_c1"
+    live = tmp_path / f"{LOCAL_CHECKPOINT_PREFIX}{os.getpid()}-xyz"
+    other = tmp_path / "something-else-1"
+    for path in (orphan, live, other):
+        path.mkdir()
+        (path / "checkpoint.ckpt").write_bytes(b"weights")
+    assert remove_orphaned_checkpoints(str(tmp_path)) == [str(orphan)]
+    assert not orphan.exists() and live.exists() and other.exists()

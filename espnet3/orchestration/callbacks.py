@@ -27,6 +27,38 @@ def _floats(metrics: dict) -> dict[str, float]:
     return {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
 
 
+# A checkpoint's local copy, before Ray uploads (and deletes) it: named after the writing process.
+LOCAL_CHECKPOINT_PREFIX = "espnet3-checkpoint-"
+
+
+def remove_orphaned_checkpoints(tmp_dir: str | None = None) -> list[str]:
+    """Remove the local checkpoint copies of processes that no longer run; returns what was removed.
+
+    Ray deletes a reported copy once its background upload is done, so a worker killed before that
+    (a lost peer, a SIGKILL, a restart) leaves one behind in the temporary directory, a whole model
+    each time (the suite left 49 of them on this machine in four runs). The next worker on the node
+    removes them; live processes' copies may still be uploading and are left alone.
+    """
+    removed = []
+    for path in Path(tmp_dir or tempfile.gettempdir()).glob(f"{LOCAL_CHECKPOINT_PREFIX}*-*"):
+        pid = path.name[len(LOCAL_CHECKPOINT_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _running(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(str(path))
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class RayReportCallback(L.Callback):
     """Report metrics plus a Lightning checkpoint to Ray Train after every validation.
 
@@ -51,6 +83,7 @@ class RayReportCallback(L.Callback):
         self.criteria = tuple(criteria)
         self.send = send
         self.notice = notice
+        remove_orphaned_checkpoints()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -101,7 +134,7 @@ class RayReportCallback(L.Callback):
         sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
         progress = sampler.progress(batches_done) if hasattr(sampler, "progress") else None
         # Ray deletes a reported directory once it is uploaded; the other ranks' is removed here.
-        tmp = tempfile.mkdtemp(prefix="espnet3-checkpoint-")
+        tmp = tempfile.mkdtemp(prefix=f"{LOCAL_CHECKPOINT_PREFIX}{os.getpid()}-")
         checkpoint = None
         try:
             trainer.save_checkpoint(os.path.join(tmp, CHECKPOINT_NAME))
