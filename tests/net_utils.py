@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 RAY_BIN = Path(sys.executable).parent / "ray"
@@ -55,6 +56,14 @@ def free_ports(n: int) -> list[int]:
     for sock in socks:
         sock.close()
     return ports
+
+
+def token_auth() -> dict[str, str]:
+    """Token authentication with a token of the cluster's own, in the environment of every process
+    that starts or joins it. ``ray get-auth-token --generate`` writes ``~/.ray/auth_token`` once for
+    every cluster on the machine: two tests generating it at once on a fresh machine can leave a
+    head and its later nodes or drivers with different tokens."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
 
 
 def ray_start(env: dict[str, str], *args: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen:

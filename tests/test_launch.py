@@ -13,7 +13,7 @@ import pytest
 
 from espnet3 import launch
 from espnet3.orchestration.cluster import API_SERVER_ENV
-from net_utils import free_ports
+from net_utils import free_ports, token_auth
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny_asr.yaml"
@@ -160,8 +160,7 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
     # earlier in this test process leaves them naming the suite's own cluster (whose job agent then
     # kept this submission waiting 300 s for "No available agent", 2026-12-03/04).
     env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", API_SERVER_ENV)}
-    env.update(RAY_AUTH_MODE="token", RAY_TMPDIR=str(ray_tmp), RAY_agent_register_timeout_ms="300000")
-    subprocess.run([str(ray_bin), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
+    env.update(**token_auth(), RAY_TMPDIR=str(ray_tmp), RAY_agent_register_timeout_ms="300000")
     workdir = tmp_path / "recipe"
     workdir.mkdir()
     (workdir / "train.yaml").write_text(TINY.read_text())
@@ -188,8 +187,7 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
         assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:] + _ray_logs_tail(ray_tmp)
         assert f"http://127.0.0.1:{dashboard}" in proc.stdout  # this cluster's dashboard took it
         assert "succeeded" in proc.stdout
-        token = (Path.home() / ".ray" / "auth_token").read_text().strip()
-        assert token not in proc.stdout + proc.stderr
+        assert env["RAY_AUTH_TOKEN"] not in proc.stdout + proc.stderr
         assert (exp / "valid.loss.ave_2best.pth").is_file()
         assert set(json.loads((exp / "infer" / "test" / "metrics.json").read_text())) == {"cer", "wer"}
     finally:

@@ -19,7 +19,7 @@ import pytest
 
 import s3_local
 from espnet3 import storage
-from net_utils import RAY_BIN, free_ports, kill_node, ray_start, wait_for_nodes
+from net_utils import RAY_BIN, free_ports, kill_node, ray_start, token_auth, wait_for_nodes
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny_asr.yaml"
@@ -34,6 +34,13 @@ def _unshare_hiding(directory: Path) -> tuple[str, ...]:
         pytest.skip(f"cannot start a node in its own mount namespace (unshare/mount refused: "
                     f"{(probe.stderr or 'exit ' + str(probe.returncode)).strip()[:200]})")
     return prefix
+
+
+def _node_logs(ray_tmp: Path) -> str:
+    """The tails of the cluster's raylet, agent and GCS logs (the nodes share one session directory)."""
+    logs = sorted(p for p in ray_tmp.glob("session_*/logs/*")
+                  if p.name.startswith(("raylet", "dashboard_agent", "gcs_server", "runtime_env_agent")))
+    return "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}\n" for p in logs if p.is_file())
 
 
 @pytest.mark.slow
@@ -52,18 +59,32 @@ def test_two_workers_on_a_node_that_cannot_see_the_launch_directory_train_from_t
     # A busy suite can keep a node's dashboard agent from writing its ports for longer than the
     # raylet waits by default: the worker node's raylet then aborts ("Timed out waiting for file",
     # seen in a fresh-clone run) and the workers are never placed.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "token",
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_TMPDIR": str(ray_tmp), **token_auth(),
            "RAY_agent_register_timeout_ms": "300000"}
     env.pop("RAY_ADDRESS", None)
-    subprocess.run([str(RAY_BIN), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
     gcs, dashboard, client = free_ports(3)
     nodes = [ray_start(env, "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
                        f"--ray-client-server-port={client}", "--num-cpus=0", "--include-dashboard=true")]
     address = f"127.0.0.1:{gcs}"
     run = f"s3://{s3_bucket}/exp/tiny"
     try:
-        nodes.append(ray_start(env, f"--address={address}", "--num-cpus=2", prefix=prefix))
-        wait_for_nodes(address, env, 2, cpus=2)
+        # In 3 of 4 fresh-clone suite runs the hidden node's Ray start-up failed under load (its
+        # raylet waiting for its agent, the driver's GCS lookup, no registration in 180 s) while
+        # it came up every time alone and beside CPU hogs: a node not seen within 120 s is
+        # started once more, and the test fails (with both starts' Ray logs) only if that fails too.
+        failed_starts = []
+        for wait_s in (120, 180):
+            nodes.append(ray_start(env, f"--address={address}", "--num-cpus=2", prefix=prefix))
+            try:
+                wait_for_nodes(address, env, 2, cpus=2, timeout=wait_s)
+                break
+            except TimeoutError as exc:
+                failed_starts.append(f"{exc}\n{_node_logs(ray_tmp)}")
+                kill_node(nodes.pop())
+        else:
+            pytest.fail("\n".join(failed_starts))
+        if failed_starts:
+            print("the hidden node's first start failed:\n" + failed_starts[0])
         proc = subprocess.run(
             [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "2",
              "--address", address, f"exp_dir={run}", "~data.digits", f"data.train={data_uri}/train",

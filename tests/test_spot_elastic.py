@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from net_utils import RAY_BIN, alive_nodes, free_ports, kill_node, ray_start, wait_for_nodes
+from net_utils import RAY_BIN, alive_nodes, free_ports, kill_node, ray_start, token_auth, wait_for_nodes
 from test_fault_tolerance import (  # noqa: F401 (digits: the fixture)
     TINY, TIMEOUT_S, _env, _overrides, _steps_per_epoch, _train_workers, _wait_for, digits,
 )
@@ -79,11 +79,10 @@ def _reports(exp: Path) -> list[dict]:
 def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_survives_a_lost_node(
         digits, tmp_path, monkeypatch):
     ray_tmp = Path(f"/tmp/e3spot{os.getpid()}")
-    env = _env(RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="token", RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S="1",
+    env = _env(RAY_TMPDIR=str(ray_tmp), **token_auth(), RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S="1",
                RAY_agent_register_timeout_ms="300000",  # see test_no_shared_filesystem: a busy suite's slow agents
                # a dead node is noticed in about 3 s instead of 15 (GCS health checks)
                RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
-    subprocess.run([str(RAY_BIN), "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
     gcs, dashboard, client = free_ports(3)
     nodes = [ray_start(env, "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
                         f"--ray-client-server-port={client}", "--num-cpus=0", "--include-dashboard=true")]
