@@ -238,13 +238,15 @@ def breakdown(record: dict) -> dict[str, float]:
 # ---------------------------------------------------------------- comparisons
 def compare_throughput(b: Bench) -> dict:
     e3, pl, single = [], [], []
-    rss1, rss2, records = [], [], []
+    rss1, rss2, records, plain_records = [], [], [], []
     for _ in range(b.size.reps):
         record = b.espnet3(2)
         records.append(record)
         e3.append(throughput(record["ranks"], b.size.warmup))
         rss2 += [r["peak_rss_mb"] for r in record["ranks"]]
-        pl.append(throughput(b.plain(2)["ranks"], b.size.warmup))
+        plain = b.plain(2)
+        plain_records.append(plain)
+        pl.append(throughput(plain["ranks"], b.size.warmup))
         one = b.espnet3(1)
         single.append(throughput(one["ranks"], b.size.warmup))
         rss1 += [r["peak_rss_mb"] for r in one["ranks"]]
@@ -256,6 +258,8 @@ def compare_throughput(b: Bench) -> dict:
         "ratio": ratio(median(e3), median(pl)),
         "goal": ">= 0.98",
         "met": bool(ratio(median(e3), median(pl)) >= 0.98),
+        "espnet3_profile": step_profile(records, b.size.warmup),
+        "lightning_profile": step_profile(plain_records, b.size.warmup),
         "runs": {"espnet3": e3, "lightning_ddp": pl},
     }
 
@@ -265,16 +269,17 @@ def compare_throughput_spare_core(b: Bench) -> dict:
     console queue, GCS, raylet, dashboard, Train controller, ...), as on a machine with more cores
     than workers. Against ``throughput``, where both cores train, this separates what Ray's
     processes take from the CPU from what espnet3's step costs; the order alternates."""
-    e3, pl = [], []
+    records: dict[str, list[dict]] = {"espnet3": [], "plain": []}
     for rep in range(max(2, b.size.reps)):
         for side in (("espnet3", "plain") if rep % 2 == 0 else ("plain", "espnet3")):
-            if side == "espnet3":
-                e3.append(throughput(b.espnet3(1)["ranks"], b.size.warmup))
-            else:
-                pl.append(throughput(b.plain(1)["ranks"], b.size.warmup))
+            records[side].append(b.espnet3(1) if side == "espnet3" else b.plain(1))
+    e3, pl = ([throughput(r["ranks"], b.size.warmup) for r in records[side]] for side in ("espnet3", "plain"))
     r = ratio(median(e3), median(pl))
     return {"espnet3_utt_per_s": median(e3), "lightning_utt_per_s": median(pl), "ratio": r, "goal": ">= 0.98",
-            "met": bool(r is not None and r >= 0.98), "runs": {"espnet3": e3, "lightning": pl}}
+            "met": bool(r is not None and r >= 0.98),
+            "espnet3_profile": step_profile(records["espnet3"], b.size.warmup),
+            "lightning_profile": step_profile(records["plain"], b.size.warmup),
+            "runs": {"espnet3": e3, "lightning": pl}}
 
 
 def compare_storage_run(b: Bench) -> dict:
@@ -387,6 +392,19 @@ def median_step_ms(ranks: list[dict], warmup: int) -> float:
     """Rank 0's median step (batch start to the end of its optimizer step), warm-up excluded."""
     steps = ranks[0]["steps"][warmup:]
     return statistics.median((s["end"] - s["start"]) * 1000 for s in steps)
+
+
+def between_steps_ms(ranks: list[dict], warmup: int) -> float:
+    """Rank 0's median time from one step's end to the next one's start (the next batch, the
+    callbacks and logging around a step), warm-up excluded."""
+    steps = ranks[0]["steps"][warmup:]
+    return statistics.median((b["start"] - a["end"]) * 1000 for a, b in zip(steps, steps[1:]))
+
+
+def step_profile(records: list[dict], warmup: int) -> dict[str, float]:
+    """Where a side's time per step goes, medians over its runs: the step itself and between steps."""
+    return {"step_ms": round(median([median_step_ms(r["ranks"], warmup) for r in records]), 1),
+            "between_steps_ms": round(median([between_steps_ms(r["ranks"], warmup) for r in records]), 2)}
 
 
 def compare_module_overhead(b: Bench) -> dict:
@@ -783,16 +801,22 @@ def _fmt(value) -> str:
         return "yes" if value else "NO"
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, dict):
+        return " / ".join(_fmt(v) for v in value.values())
     return str(value)
 
 
 ROWS = {
     "throughput": [("espnet3 (Ray Train, 2 workers) utt/s", "espnet3_utt_per_s"),
                    ("Lightning DDP (2 processes) utt/s", "lightning_ddp_utt_per_s"),
-                   ("ratio espnet3 / Lightning (goal >= 0.98)", "ratio"), ("goal met", "met")],
+                   ("ratio espnet3 / Lightning (goal >= 0.98)", "ratio"), ("goal met", "met"),
+                   ("espnet3 median step / between steps (ms)", "espnet3_profile"),
+                   ("Lightning median step / between steps (ms)", "lightning_profile")],
     "throughput_spare_core": [("espnet3 (Ray Train, 1 worker) utt/s", "espnet3_utt_per_s"),
                               ("Lightning (1 process) utt/s", "lightning_utt_per_s"),
-                              ("ratio, a core left for Ray's processes (goal >= 0.98)", "ratio"), ("goal met", "met")],
+                              ("ratio, a core left for Ray's processes (goal >= 0.98)", "ratio"), ("goal met", "met"),
+                              ("espnet3 median step / between steps (ms)", "espnet3_profile"),
+                              ("Lightning median step / between steps (ms)", "lightning_profile")],
     "module_overhead": [("ESPnetLightningModule step, ToyASR (few-ms step), Lightning DDP (ms)", "espnet3_module_step_ms"),
                         ("bare LightningModule step, ToyASR (ms)", "plain_module_step_ms"),
                         ("ratio (goal <= 1.2)", "ratio"), ("goal met", "met"),

@@ -26,6 +26,12 @@ def test_throughput_counts_every_rank_after_warmup():
     assert bench_run.throughput(ranks, warmup=1) == pytest.approx(12 / 2)
 
 
+def test_step_profile_splits_the_step_from_the_time_between_steps():
+    run = {"ranks": [{"rank": 0, "steps": [_step(0, 1, 1, 1), _step(1.01, 2.01, 1, 1), _step(2.03, 3.03, 1, 1),
+                                           _step(3.04, 4.04, 1, 1)]}]}
+    assert bench_run.step_profile([run], warmup=1) == {"step_ms": 1000.0, "between_steps_ms": 15.0}
+
+
 def test_consensus_costs_split_by_flag_and_normalise_by_largest_batch():
     ranks = [
         {"rank": 0, "steps": [_step(0, 2, 1, 100, True), _step(2, 3, 1, 100, False)]},
