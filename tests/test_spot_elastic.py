@@ -41,6 +41,22 @@ class Pace(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         time.sleep(0.5)
 """
+def spot_env(ray_tmp: Path) -> dict[str, str]:
+    """The environment of every process of a spot-test cluster (its nodes, the launcher, the CLI)."""
+    return _env(RAY_TMPDIR=str(ray_tmp), **token_auth(), RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S="1",
+                RAY_agent_register_timeout_ms="300000",  # see test_no_shared_filesystem: a busy suite's slow agents
+                # a dead node is noticed in about 3 s instead of 15 (GCS health checks)
+                RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
+
+
+def start_head(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """A head without CPUs (the driver and Ray Train's controller only); the node and its address."""
+    gcs, dashboard, client = free_ports(3)
+    head = ray_start(env, "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
+                     f"--ray-client-server-port={client}", "--num-cpus=0", "--include-dashboard=true")
+    return head, f"127.0.0.1:{gcs}"
+
+
 def _join(env: dict, address: str, count: int, *args: str) -> subprocess.Popen:
     """A worker node, once the cluster shows it (two `ray start`s at once on one machine can collide)."""
     node = ray_start(env, f"--address={address}", "--num-cpus=1", *args)
@@ -79,14 +95,9 @@ def _reports(exp: Path) -> list[dict]:
 def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_survives_a_lost_node(
         digits, tmp_path, monkeypatch):
     ray_tmp = Path(f"/tmp/e3spot{os.getpid()}")
-    env = _env(RAY_TMPDIR=str(ray_tmp), **token_auth(), RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S="1",
-               RAY_agent_register_timeout_ms="300000",  # see test_no_shared_filesystem: a busy suite's slow agents
-               # a dead node is noticed in about 3 s instead of 15 (GCS health checks)
-               RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
-    gcs, dashboard, client = free_ports(3)
-    nodes = [ray_start(env, "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
-                        f"--ray-client-server-port={client}", "--num-cpus=0", "--include-dashboard=true")]
-    address = f"127.0.0.1:{gcs}"
+    env = spot_env(ray_tmp)
+    head, address = start_head(env)
+    nodes = [head]
     exp = tmp_path / "exp"
     try:
         nodes.append(_join(env, address, 2))

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from net_utils import RAY_BIN, alive_nodes, free_ports, kill_node, ray_start, token_auth, wait_for_nodes
-from test_fault_tolerance import TINY, TIMEOUT_S, _env, _train_workers, _wait_for, digits  # noqa: F401
-from test_spot_elastic import DEADLINE_S, PACE
+from net_utils import RAY_BIN, alive_nodes, kill_node, ray_start, wait_for_nodes
+from test_fault_tolerance import TINY, TIMEOUT_S, _train_workers, _wait_for, digits  # noqa: F401
+from test_spot_elastic import DEADLINE_S, PACE, spot_env, start_head
 
 EPOCHS = 6
 
@@ -37,13 +37,9 @@ def _trial_reports(trial: Path) -> list[dict]:
 @pytest.mark.timeout(TIMEOUT_S + 300)
 def test_a_drained_node_under_a_sweep_trial_costs_no_step_and_tune_sees_every_epoch_once(digits, tmp_path):
     ray_tmp = Path(f"/tmp/e3spotsweep{os.getpid()}")
-    env = _env(RAY_TMPDIR=str(ray_tmp), **token_auth(), RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S="1",
-               RAY_agent_register_timeout_ms="300000", RAY_health_check_period_ms="1000",
-               RAY_health_check_failure_threshold="3")
-    gcs, dashboard, client = free_ports(3)
-    nodes = [ray_start(env, "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
-                       f"--ray-client-server-port={client}", "--num-cpus=0", "--include-dashboard=true")]
-    address = f"127.0.0.1:{gcs}"
+    env = spot_env(ray_tmp)
+    head, address = start_head(env)
+    nodes = [head]
     out = tmp_path / "out"
     try:
         for label in ("a", "b"):  # one at a time: two `ray start`s at once on one machine can collide
