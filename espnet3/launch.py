@@ -159,7 +159,7 @@ def submit_slurm(spec: LaunchSpec, checked) -> int:
         job = slurm.submit(script)
     except ValueError as exc:
         raise ConfigError("--slurm", "the command line", str(exc).removeprefix("--slurm: "), None) from None
-    print(f"[espnet3] submitted SLURM job {job}: {script}; its output -> {local / slurm.SLURM_DIR}/slurm-{job}.out", flush=True)
+    print(f"[espnet3] submitted SLURM job {job}: {script}; its output -> {slurm.output_file(local, job)}", flush=True)
     return 0
 
 

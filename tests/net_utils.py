@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import socket
-import json
 import subprocess
 import sys
 import time
@@ -77,6 +77,20 @@ def ray_start(env: dict[str, str], *args: str, prefix: tuple[str, ...] = ()) -> 
          f"--runtime-env-agent-port={env_agent}", f"--metrics-export-port={metrics}", "--disable-usage-stats", *args],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
+
+
+def ray_logs_tail(ray_tmp: Path, lines: int = 15) -> str:
+    """What a failed start shows: the last lines of the agents', raylets', GCS's and dashboard's
+    logs of the clusters started with ``RAY_TMPDIR=ray_tmp`` (their nodes share one session directory)."""
+    parts = []
+    logs = ray_tmp / "ray" / "session_latest" / "logs"
+    names = ("dashboard_agent", "raylet", "dashboard_JobHead", "gcs_server", "runtime_env_agent")
+    for log in sorted(logs.glob("*")) if logs.is_dir() else []:
+        if log.is_file() and log.name.startswith(names):
+            tail = [line for line in log.read_text(errors="replace").splitlines()
+                    if not line.startswith("[state-dump]")][-lines:]
+            parts.append(f"\n--- {log}\n" + "\n".join(tail))
+    return "".join(parts) or f"\n(no Ray logs under {ray_tmp})"
 
 
 def kill_node(node: subprocess.Popen) -> None:

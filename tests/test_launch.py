@@ -13,7 +13,7 @@ import pytest
 
 from espnet3 import launch
 from espnet3.orchestration.cluster import API_SERVER_ENV
-from net_utils import free_ports, token_auth
+from net_utils import free_ports, ray_logs_tail, token_auth
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny_asr.yaml"
@@ -118,19 +118,6 @@ def test_the_same_seed_on_the_same_machine_gives_the_same_model_and_scores(tmp_p
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-def _ray_logs_tail(ray_tmp: Path, lines: int = 15) -> str:
-    """What a failed submission shows: the last lines of the head's agent, raylet and dashboard logs
-    (a job submission needs the head node's dashboard agent, which the raylet starts)."""
-    parts = []
-    logs = ray_tmp / "ray" / "session_latest" / "logs"
-    for name in ("dashboard_agent.log", "dashboard_agent.err", "raylet.out", "raylet.err", "dashboard_JobHead.log"):
-        if (logs / name).exists():
-            tail = [line for line in (logs / name).read_text(errors="replace").splitlines()
-                    if not line.startswith("[state-dump]")][-lines:]
-            parts.append(f"\n--- {logs / name}\n" + "\n".join(tail))
-    return "".join(parts) or f"\n(no Ray logs under {ray_tmp})"
-
-
 def _start_head(ray_bin: Path, env: dict) -> tuple[subprocess.Popen, int]:
     """``ray start --head --block`` on 127.0.0.1 with fresh ports; the process and its dashboard port."""
     gcs, dashboard, agent, agent_grpc, client, env_agent, metrics = free_ports(7)
@@ -178,13 +165,13 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
             if proc.returncode == 0 or time.monotonic() > deadline or "succeeded" in proc.stdout:
                 break
             if head.poll() is not None:  # `ray start --block` ends when one of the head's processes died
-                pytest.fail(f"the Ray head exited ({head.returncode}) before it took the job" + _ray_logs_tail(ray_tmp))
+                pytest.fail(f"the Ray head exited ({head.returncode}) before it took the job" + ray_logs_tail(ray_tmp))
             # Not up yet: the dashboard (refused), or the node's job agent (seen in CI under load).
             if not any(m in proc.stdout + proc.stderr for m in ("Connection refused", "Failed to connect",
                                                                  "No available agent")):
                 break
             time.sleep(2)
-        assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:] + _ray_logs_tail(ray_tmp)
+        assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:] + ray_logs_tail(ray_tmp)
         assert f"http://127.0.0.1:{dashboard}" in proc.stdout  # this cluster's dashboard took it
         assert "succeeded" in proc.stdout
         assert env["RAY_AUTH_TOKEN"] not in proc.stdout + proc.stderr

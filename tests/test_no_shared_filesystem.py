@@ -19,7 +19,7 @@ import pytest
 
 import s3_local
 from espnet3 import storage
-from net_utils import RAY_BIN, free_ports, kill_node, ray_start, token_auth, wait_for_nodes
+from net_utils import RAY_BIN, free_ports, kill_node, ray_logs_tail, ray_start, token_auth, wait_for_nodes
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny_asr.yaml"
@@ -34,13 +34,6 @@ def _unshare_hiding(directory: Path) -> tuple[str, ...]:
         pytest.skip(f"cannot start a node in its own mount namespace (unshare/mount refused: "
                     f"{(probe.stderr or 'exit ' + str(probe.returncode)).strip()[:200]})")
     return prefix
-
-
-def _node_logs(ray_tmp: Path) -> str:
-    """The tails of the cluster's raylet, agent and GCS logs (the nodes share one session directory)."""
-    logs = sorted(p for p in ray_tmp.glob("session_*/logs/*")
-                  if p.name.startswith(("raylet", "dashboard_agent", "gcs_server", "runtime_env_agent")))
-    return "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}\n" for p in logs if p.is_file())
 
 
 @pytest.mark.slow
@@ -79,7 +72,7 @@ def test_two_workers_on_a_node_that_cannot_see_the_launch_directory_train_from_t
                 wait_for_nodes(address, env, 2, cpus=2, timeout=wait_s)
                 break
             except TimeoutError as exc:
-                failed_starts.append(f"{exc}\n{_node_logs(ray_tmp)}")
+                failed_starts.append(f"{exc}\n{ray_logs_tail(ray_tmp)}")
                 kill_node(nodes.pop())
         else:
             pytest.fail("\n".join(failed_starts))

@@ -23,8 +23,14 @@ from pathlib import Path
 
 SLURM_DIR = "slurm"  # in exp_dir (a sweep's output_dir): the script and SLURM's output
 SCRIPT = Path(SLURM_DIR) / "espnet3.sbatch"
+
 REQUEUES_DIR = "requeues"
 RAY_PORT = 6379
+
+
+def output_file(exp_dir: str | Path, job: str = "%j") -> str:
+    """Where SLURM writes the job's output (``%j``: sbatch's own placeholder for the job id)."""
+    return f"{exp_dir}/{SLURM_DIR}/slurm-{job}.out"
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,7 @@ class SlurmSpec:
     def script(self, launch_argv: list[str], exp_dir: str, job_name: str, cpus_per_node: int,
                python: str = sys.executable) -> str:
         """The sbatch script: its options, then Ray and the launch, the signal relay and the requeue."""
-        out = f"{exp_dir}/{SLURM_DIR}/slurm-%j.out"
+        out = output_file(exp_dir)
         options = [f"--job-name={job_name}", f"--nodes={self.nodes}", "--ntasks-per-node=1",
                    f"--cpus-per-task={self.cpus_per_node or cpus_per_node}", f"--output={out}", "--open-mode=append",
                    "--requeue", f"--signal=B:USR1@{self.signal_s}"]
