@@ -18,6 +18,7 @@ from pathlib import Path
 from net_utils import free_ports
 
 BINARIES = ("sbatch", "slurmctld", "slurmd", "munged")
+CPUS = 4  # the fewest CPUs the node declares
 
 
 def install() -> str | None:
@@ -34,7 +35,7 @@ def install() -> str | None:
 
 
 class LocalSlurm:
-    """munged (unless one runs), slurmctld and slurmd with one node: this machine, all its CPUs."""
+    """munged (unless one runs), slurmctld and slurmd with one node: this machine, with at least ``CPUS`` CPUs."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -55,7 +56,11 @@ class LocalSlurm:
             f"StateSaveLocation={root}/state", f"SlurmdSpoolDir={root}/spool",
             f"SlurmctldPidFile={root}/slurmctld.pid", f"SlurmdPidFile={root}/slurmd.pid",
             f"SlurmctldLogFile={root}/log/slurmctld.log", f"SlurmdLogFile={root}/log/slurmd.log",
-            f"NodeName={host} CPUs={os.cpu_count()} RealMemory={memory} State=UNKNOWN",
+            # At least 4 CPUs, whatever the machine has (config_overrides: slurmd takes the node as
+            # configured), so that a 2-CPU run job and a 2-CPU sweep job run side by side on a 2-core CI
+            # machine; the jobs mostly wait on paced steps, SLURM's signals and its requeue hold.
+            "SlurmdParameters=config_overrides",
+            f"NodeName={host} CPUs={max(CPUS, os.cpu_count() or 1)} RealMemory={memory} State=UNKNOWN",
             f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP", "",
         ]))
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}

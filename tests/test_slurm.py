@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from espnet3 import launch
-from test_fault_tolerance import digits  # noqa: F401 (the corpus fixture)
+from test_fault_tolerance import _env, _overrides, _wait_for, digits  # noqa: F401 (digits: the corpus fixture)
 from espnet3.orchestration.slurm import SlurmSpec, _gpus, without_option
 
 TINY = "configs/tiny_asr.yaml"
@@ -106,47 +106,124 @@ class Pace(L.Callback):
 """
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_a_submitted_job_trains_evaluates_checkpoints_at_its_warning_and_requeues_to_the_end(slurm, digits, tmp_path):
-    """The tiny ASR job submitted through the launcher; mid-run SLURM's walltime warning (USR1 to the
-    batch shell, as `--signal=B:USR1@...` sends it) must checkpoint, requeue the job and finish
-    every epoch in the same exp_dir, repeating no optimizer step."""
-    from test_fault_tolerance import _env, _overrides, _wait_for
-
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "pace.py").write_text(PACE)
-    exp = tmp_path / "exp"
-    env = {**_env(), "SLURM_CONF": slurm.env["SLURM_CONF"]}
-    proc = subprocess.run(
-        [sys.executable, "-m", "espnet3.launch", "--config", str(REPO / TINY), "--num-gpus", "0", "--num-workers", "1",
-         "trainer.max_epochs=6", "callbacks=[{_target_: src.pace.Pace}]", *_overrides(exp, digits),
-         "--slurm", "partition=debug,time=00:30:00,signal_s=60,max_requeues=2"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
+def _submit(slurm, cwd: Path, argv: list[str]) -> str:
+    """``python -m espnet3.launch ... --slurm ...`` from ``cwd`` (with the pacing callback in its
+    ``src/``): the id of the job it submitted."""
+    (cwd / "src").mkdir(parents=True)
+    (cwd / "src" / "pace.py").write_text(PACE)
+    proc = subprocess.run([sys.executable, "-m", "espnet3.launch", *argv], cwd=cwd,
+                          env={**_env(), "SLURM_CONF": slurm.env["SLURM_CONF"]}, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    job = re.search(r"submitted SLURM job (\d+)", proc.stdout).group(1)
-    script = (exp / "slurm" / "espnet3.sbatch").read_text()
-    assert "--slurm" not in script and "#SBATCH --signal=B:USR1@60" in script
-    out = exp / "slurm" / f"slurm-{job}.out"
-    _wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", timeout=300)
+    return re.search(r"submitted SLURM job (\d+)", proc.stdout).group(1)
+
+
+def _warn_and_wait_for_the_end(slurm, job: str, log: Path) -> str:
+    """SLURM's walltime warning (USR1 to the batch shell, as `--signal=B:USR1@...` sends it), then
+    the requeue and the requeued job's end: its output."""
     subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=slurm.env, check=True, capture_output=True)
     # SLURM holds a requeued job for its credential lifetime (AuthInfo cred_expire, 20 s here) so that
     # the revoked credential of the first run cannot refuse the second; released early by hand
     # (`scontrol update StartTime=now`), the requeued run ended FAILED in CI without printing a line.
-    _wait_for(lambda: slurm.job_state(job) == "PENDING", "the job to requeue", timeout=300)
+    _wait_for(lambda: slurm.job_state(job) == "PENDING", "the job to requeue", timeout=300, logs=(log,))
     _wait_for(lambda: slurm.job_state(job) in ("COMPLETED", "FAILED", "CANCELLED"), "the requeued job to end",
-              timeout=400)
-    log = out.read_text()
-    assert slurm.job_state(job) == "COMPLETED", log[-1500:] + slurm.diagnosis(job)
+              timeout=400, logs=(log,))
+    text = log.read_text()
+    assert slurm.job_state(job) == "COMPLETED", text[-3000:] + slurm.diagnosis(job)
+    assert f"requeueing SLURM job {job}" in text
+    return text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_submitted_run_and_sweep_checkpoint_at_the_warning_requeue_and_finish(slurm, digits, tmp_path):
+    """A run and a sweep submitted through the launcher, side by side on the one-node SLURM (they
+    mostly wait, so together they take little longer than the sweep alone); each gets SLURM's
+    walltime warning mid-training and must checkpoint, requeue and finish (see the two checks)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    run = tmp_path / "run"
+    run_job = _submit(slurm, run, [
+        "--config", str(REPO / TINY), "--num-gpus", "0", "--num-workers", "1", "trainer.max_epochs=6",
+        "callbacks=[{_target_: src.pace.Pace}]", *_overrides(run / "exp", digits),
+        "--slurm", "partition=debug,time=00:30:00,signal_s=60,max_requeues=2"])
+    sweep = tmp_path / "sweep"
+    sweep_job = _submit_sweep(slurm, sweep, digits)
+    with ThreadPoolExecutor(2) as pool:
+        checks = [pool.submit(_check_run, slurm, run_job, run / "exp"),
+                  pool.submit(_check_sweep, slurm, sweep_job, sweep / "out")]
+        for check in checks:
+            check.result()
+
+
+def _check_run(slurm, job: str, exp: Path) -> None:
+    """The tiny ASR job: the warning must checkpoint, requeue the job and finish every epoch in the
+    same exp_dir, repeating no optimizer step, then evaluate."""
+    script = (exp / "slurm" / "espnet3.sbatch").read_text()
+    assert "--slurm" not in script and "#SBATCH --signal=B:USR1@60" in script
+    log = exp / "slurm" / f"slurm-{job}.out"
+    _wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", timeout=300,
+              logs=(log,))
+    text = _warn_and_wait_for_the_end(slurm, job, log)
     result = json.loads((exp / "train_result.json").read_text())
     assert result["metrics"]["epoch"] == 5
     (requeue,) = result["requeues"]
     assert requeue["job_id"] == job and requeue["restart_count"] == 1
     (stop,) = [p for p in result["preemptions"] if p["reason"] == "SIGTERM"]
-    assert f"resumed at step {stop['checkpoint_step']} " in log, "the requeued job went on from the warning's step"
-    assert f"requeueing SLURM job {job}" in log
+    assert f"resumed at step {stop['checkpoint_step']} " in text, "the requeued job went on from the warning's step"
     assert set(json.loads((exp / "infer" / "test" / "metrics.json").read_text())) == {"cer", "wer"}
+
+
+def _submit_sweep(slurm, cwd: Path, digits: Path) -> str:
+    """A 2-trial sweep in one allocation, one trial at a time."""
+    import yaml
+
+    sweep = {
+        "base": str(REPO / TINY), "output_dir": str(cwd / "out"),
+        "overrides": ["trainer.max_epochs=4", "callbacks=[{_target_: src.pace.Pace}]"],
+        "space": {"optimizer.lr": {"grid": [0.002, 0.001]}}, "metric": "valid/loss", "mode": "min",
+        "num_samples": 1, "max_concurrent_trials": 1, "workers_per_trial": 1, "cpus_per_worker": 1,
+    }
+    cwd.mkdir(parents=True)
+    (cwd / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    data = [f"data.train={digits}/train", f"data.valid={digits}/valid", f"data.test.test={digits}/test"]
+    return _submit(slurm, cwd, ["--sweep", "sweep.yaml", "--num-gpus", "0", *data, "--slurm",
+                                "partition=debug,time=00:30:00,signal_s=60,max_requeues=2,cpus_per_node=2"])
+
+
+def _check_sweep(slurm, job: str, out: Path) -> None:
+    """SLURM's warning while the second trial trains must checkpoint it at its step, requeue the
+    job, and the requeued sweep must finish that trial from there without training the finished
+    first trial again."""
+    import csv
+
+    log = out / "slurm" / f"slurm-{job}.out"
+
+    def trials() -> list[Path]:
+        return sorted((out / "trials").glob("*/train.yaml"), key=lambda p: p.stat().st_mtime)
+
+    # The second trial trains (a checkpoint of its own) while the first one is done.
+    _wait_for(lambda: len(trials()) == 2 and list(trials()[1].parent.glob("checkpoint_*/checkpoint.ckpt")),
+              "the second trial's first checkpoint", timeout=400, logs=(log,))
+    first, second = (p.parent for p in trials())
+    first_checkpoints = sorted(p.name for p in first.glob("checkpoint_*"))
+    text = _warn_and_wait_for_the_end(slurm, job, log)
+    assert "stopped by SIGTERM" in text
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["status"] for r in rows) == ["TERMINATED", "TERMINATED"]
+    # The first trial was not trained again: one start, the same checkpoints.
+    assert len(list((first / "attempts").glob("attempt-*.json"))) == 1
+    assert sorted(p.name for p in first.glob("checkpoint_*")) == first_checkpoints
+    # The second resumed from the checkpoint written at the warning, and finished every epoch.
+    stops = [json.loads(p.read_text()) for p in second.glob("checkpoint_*/metrics.json")]
+    (stop,) = [m for m in stops if m.get("preemption", {}).get("reason") == "SIGTERM"]
+    starts = sorted((json.loads(p.read_text()) for p in (second / "attempts").glob("attempt-*.json")),
+                    key=lambda a: a["started"])
+    assert [a["resumed_step"] for a in starts] == [None, stop["step"]]
+    assert max(m["epoch"] for m in stops) == 3
+    (requeue,) = [json.loads(p.read_text()) for p in (out / "requeues").glob("requeue-*.json")]
+    assert requeue["job_id"] == job and requeue["restart_count"] == 1
 
 
 def test_the_job_of_a_sweep_asks_for_the_cpus_of_its_concurrent_trials(tmp_path, capsys, monkeypatch):
@@ -177,69 +254,3 @@ def test_the_stop_board_settles_once_every_running_trial_has_its_checkpoint():
     assert not board.settled()
     board.stopped("c")
     assert board.settled() and board.get()["reason"] == "SIGTERM"
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_a_submitted_sweep_checkpoints_its_running_trial_at_the_warning_and_resumes_it_after_the_requeue(
-        slurm, digits, tmp_path):
-    """A 2-trial sweep in one allocation, one trial at a time; SLURM's warning while the second trial
-    trains must checkpoint it at its step, requeue the job, and the requeued sweep must finish that
-    trial from there without training the finished first trial again."""
-    import csv
-
-    import yaml
-
-    from test_fault_tolerance import _env, _wait_for
-
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "pace.py").write_text(PACE)
-    out = tmp_path / "out"
-    sweep = {
-        "base": str(REPO / TINY), "output_dir": str(out),
-        "overrides": ["trainer.max_epochs=4", "callbacks=[{_target_: src.pace.Pace}]"],
-        "space": {"optimizer.lr": {"grid": [0.002, 0.001]}}, "metric": "valid/loss", "mode": "min",
-        "num_samples": 1, "max_concurrent_trials": 1, "workers_per_trial": 1, "cpus_per_worker": 1,
-    }
-    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
-    env = {**_env(), "SLURM_CONF": slurm.env["SLURM_CONF"]}
-    data = [f"data.train={digits}/train", f"data.valid={digits}/valid", f"data.test.test={digits}/test"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "espnet3.launch", "--sweep", "sweep.yaml", "--num-gpus", "0", *data,
-         "--slurm", "partition=debug,time=00:30:00,signal_s=60,max_requeues=2,cpus_per_node=2"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    job = re.search(r"submitted SLURM job (\d+)", proc.stdout).group(1)
-    log = out / "slurm" / f"slurm-{job}.out"
-
-    def trials() -> list[Path]:
-        return sorted((out / "trials").glob("*/train.yaml"), key=lambda p: p.stat().st_mtime)
-
-    # The second trial trains (a checkpoint of its own) while the first one is done.
-    _wait_for(lambda: len(trials()) == 2 and list(trials()[1].parent.glob("checkpoint_*/checkpoint.ckpt")),
-              "the second trial's first checkpoint", timeout=400, logs=(log,))
-    first, second = (p.parent for p in trials())
-    first_checkpoints = sorted(p.name for p in first.glob("checkpoint_*"))
-    subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=slurm.env, check=True, capture_output=True)
-    _wait_for(lambda: slurm.job_state(job) == "PENDING", "the job to requeue", timeout=300, logs=(log,))
-    _wait_for(lambda: slurm.job_state(job) in ("COMPLETED", "FAILED", "CANCELLED"), "the requeued job to end",
-              timeout=400, logs=(log,))
-    text = log.read_text()
-    assert slurm.job_state(job) == "COMPLETED", text[-3000:] + slurm.diagnosis(job)
-    assert f"requeueing SLURM job {job}" in text and "stopped by SIGTERM" in text
-    with open(out / "results.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert sorted(r["status"] for r in rows) == ["TERMINATED", "TERMINATED"]
-    # The first trial was not trained again: one start, the same checkpoints.
-    assert len(list((first / "attempts").glob("attempt-*.json"))) == 1
-    assert sorted(p.name for p in first.glob("checkpoint_*")) == first_checkpoints
-    # The second resumed from the checkpoint written at the warning, and finished every epoch.
-    stops = [json.loads(p.read_text()) for p in second.glob("checkpoint_*/metrics.json")]
-    (stop,) = [m for m in stops if m.get("preemption", {}).get("reason") == "SIGTERM"]
-    starts = sorted((json.loads(p.read_text()) for p in (second / "attempts").glob("attempt-*.json")),
-                    key=lambda a: a["started"])
-    assert [a["resumed_step"] for a in starts] == [None, stop["step"]]
-    assert max(m["epoch"] for m in stops) == 3
-    (requeue,) = [json.loads(p.read_text()) for p in (out / "requeues").glob("requeue-*.json")]
-    assert requeue["job_id"] == job and requeue["restart_count"] == 1
