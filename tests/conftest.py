@@ -7,14 +7,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest
 
-# The longest test files, longest first (seconds of one pytest process, fresh-clone suite of
-# 2026-12-06: test_fault_tolerance.py ~430, test_launch.py ~410, test_slurm.py ~510 then, 224
-# alone once its run and sweep jobs went side by side, then 90-210 each). `make test` hands each
-# of its 2 pytest processes a file at a time (`--dist loadfile`) in collection order, so a long
-# file started last kept one process busy for minutes while the other had nothing left. Longest
+# The longest test files, longest first (seconds of one pytest process in fresh-clone suites of
+# 2026-12-06: test_slurm.py 501-676, 508 with its run and sweep jobs side by side; then
+# test_fault_tolerance.py and test_launch.py ~400 each, then 90-210 each). `make test` hands each
+# of its 2 pytest processes a file at a time (`--dist loadfile`) in collection order, so a long file
+# started last could keep one process busy for minutes while the other had nothing left. Longest
 # first, the short files fill the end of both (longest-processing-time-first); only the order changes.
 LONGEST_FIRST = (
-    "test_fault_tolerance.py", "test_launch.py", "test_slurm.py", "test_spot_elastic.py", "test_benchmarks.py",
+    "test_slurm.py", "test_fault_tolerance.py", "test_launch.py", "test_spot_elastic.py", "test_benchmarks.py",
     "test_no_shared_filesystem.py", "test_object_storage.py", "test_sweep.py", "test_spot_sweep.py",
     "test_training_ecosystem.py", "test_recipe_families.py", "test_tasks.py",
 )

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from net_utils import RAY_BIN, alive_nodes, free_ports, kill_node, ray_start, token_auth, wait_for_nodes
+from net_utils import RAY_BIN, alive_nodes, free_ports, join_node, kill_node, ray_start, token_auth
 from test_fault_tolerance import (  # noqa: F401 (digits: the fixture)
     TINY, TIMEOUT_S, _env, _overrides, _steps_per_epoch, _train_workers, _wait_for, digits,
 )
@@ -55,13 +55,6 @@ def start_head(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     head = ray_start(env, "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
                      f"--ray-client-server-port={client}", "--num-cpus=0", "--include-dashboard=true")
     return head, f"127.0.0.1:{gcs}"
-
-
-def _join(env: dict, address: str, count: int, *args: str) -> subprocess.Popen:
-    """A worker node, once the cluster shows it (two `ray start`s at once on one machine can collide)."""
-    node = ray_start(env, f"--address={address}", "--num-cpus=1", *args)
-    wait_for_nodes(address, env, count, timeout=120)
-    return node
 
 
 def _started(exp: Path, count: int) -> float | None:
@@ -100,8 +93,8 @@ def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_surv
     nodes = [head]
     exp = tmp_path / "exp"
     try:
-        nodes.append(_join(env, address, 2))
-        nodes.append(_join(env, address, 3, '--resources={"spot": 1}'))
+        nodes.append(join_node(env, address, 2, "--num-cpus=1"))
+        nodes.append(join_node(env, address, 3, "--num-cpus=1", '--resources={"spot": 1}'))
         (tmp_path / "src").mkdir()
         (tmp_path / "src" / "pace.py").write_text(PACE)
         log = tmp_path / "launch.log"

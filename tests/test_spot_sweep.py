@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from net_utils import RAY_BIN, alive_nodes, kill_node, ray_start, wait_for_nodes
+from net_utils import RAY_BIN, alive_nodes, join_node, kill_node, ray_start
 from test_fault_tolerance import TINY, TIMEOUT_S, _train_workers, _wait_for, digits  # noqa: F401
 from test_spot_elastic import DEADLINE_S, PACE, spot_env, start_head
 
@@ -43,8 +43,7 @@ def test_a_drained_node_under_a_sweep_trial_costs_no_step_and_tune_sees_every_ep
     out = tmp_path / "out"
     try:
         for label in ("a", "b"):  # one at a time: two `ray start`s at once on one machine can collide
-            nodes.append(ray_start(env, f"--address={address}", "--num-cpus=2", f'--resources={{"{label}": 1}}'))
-            wait_for_nodes(address, env, len(nodes))
+            nodes.append(join_node(env, address, len(nodes) + 1, "--num-cpus=2", f'--resources={{"{label}": 1}}'))
         (tmp_path / "src").mkdir()
         (tmp_path / "src" / "pace.py").write_text(PACE)
         sweep = {
