@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import pytest
 
 # The longest test files, longest first (seconds of one pytest process in fresh-clone suites of
-# 2026-12-06: test_slurm.py 501-676, 508 with its run and sweep jobs side by side; then
+# 2026-12-06: test_slurm.py 501-676, 328-508 with its run and sweep jobs side by side; then
 # test_fault_tolerance.py and test_launch.py ~400 each, then 90-210 each). `make test` hands each
 # of its 2 pytest processes a file at a time (`--dist loadfile`) in collection order, so a long file
 # started last could keep one process busy for minutes while the other had nothing left. Longest

@@ -12,7 +12,7 @@ import pytest
 
 from espnet3 import launch
 from test_fault_tolerance import _env, _overrides, _wait_for, digits  # noqa: F401 (digits: the corpus fixture)
-from espnet3.orchestration.slurm import SlurmSpec, _gpus, without_option
+from espnet3.orchestration.slurm import SCRIPT, SlurmSpec, _gpus, output_file, without_option
 
 TINY = "configs/tiny_asr.yaml"
 REPO = Path(__file__).resolve().parents[1]
@@ -158,9 +158,9 @@ def test_a_submitted_run_and_sweep_checkpoint_at_the_warning_requeue_and_finish(
 def _check_run(slurm, job: str, exp: Path) -> None:
     """The tiny ASR job: the warning must checkpoint, requeue the job and finish every epoch in the
     same exp_dir, repeating no optimizer step, then evaluate."""
-    script = (exp / "slurm" / "espnet3.sbatch").read_text()
+    script = (exp / SCRIPT).read_text()
     assert "--slurm" not in script and "#SBATCH --signal=B:USR1@60" in script
-    log = exp / "slurm" / f"slurm-{job}.out"
+    log = Path(output_file(exp, job))
     _wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", timeout=300,
               logs=(log,))
     text = _warn_and_wait_for_the_end(slurm, job, log)
@@ -196,7 +196,7 @@ def _check_sweep(slurm, job: str, out: Path) -> None:
     first trial again."""
     import csv
 
-    log = out / "slurm" / f"slurm-{job}.out"
+    log = Path(output_file(out, job))
 
     def trials() -> list[Path]:
         return sorted((out / "trials").glob("*/train.yaml"), key=lambda p: p.stat().st_mtime)
@@ -234,7 +234,7 @@ def test_the_job_of_a_sweep_asks_for_the_cpus_of_its_concurrent_trials(tmp_path,
     sweep.write_text((REPO / "configs" / "sweep_tiny.yaml").read_text().replace(
         "base: tiny_asr.yaml", f"base: {REPO / TINY}") + f"output_dir: {tmp_path / 'out'}\n")
     assert launch.main(["--sweep", str(sweep), "--num-gpus", "0", "--slurm", "partition=debug", "--dry-run"]) == 0
-    script = (tmp_path / "out" / "slurm" / "espnet3.sbatch").read_text()
+    script = (tmp_path / "out" / SCRIPT).read_text()
     assert "#SBATCH --cpus-per-task=4" in script and "--sweep" in script
 
 

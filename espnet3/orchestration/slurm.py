@@ -23,7 +23,6 @@ from pathlib import Path
 
 SLURM_DIR = "slurm"  # in exp_dir (a sweep's output_dir): the script and SLURM's output
 SCRIPT = Path(SLURM_DIR) / "espnet3.sbatch"
-
 REQUEUES_DIR = "requeues"
 RAY_PORT = 6379
 
