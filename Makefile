@@ -1,7 +1,11 @@
 # Two user-facing targets: `make demo` (the default mini training) and `make test`.
 # Both depend on `install`, which builds .venv/ once and reuses it afterwards.
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Python 3.12 by default; 3.13 works too (`make install PYTHON=python3.13`). espnet 202611,
+# the model library, supports exactly these two. tools/find-python also finds pyenv's
+# interpreters when another pyenv version is active.
+PYTHON ?= python3.12
+PYTHON_EXE := $(shell tools/find-python $(PYTHON))
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
@@ -18,11 +22,12 @@ TEST_WORKERS ?= 2
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/espnet.txt Makefile
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "espnet3 needs Python 3.11 (found " + sys.version.split()[0] + "); run: make PYTHON=/path/to/python3.11")'
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -n "$(PYTHON_EXE)" || { echo "no working '$(PYTHON)' found. espnet3 needs Python 3.12 or 3.13: run 'make install PYTHON=python3.13' or 'make install PYTHON=/path/to/python3.12'" >&2; exit 1; }
+	@$(PYTHON_EXE) -c 'import sys; sys.exit(0 if sys.version_info[:2] in ((3, 12), (3, 13)) else "espnet3 needs Python 3.12 or 3.13 (espnet 202611 supports only these); $(PYTHON) is " + sys.version.split()[0] + ": run make install PYTHON=python3.12 (or python3.13, or a path to either)")'
+	test -x $(PY) || $(PYTHON_EXE) -m venv $(VENV)
 	$(PIP) install -c requirements/constraints.txt -e '.[test]'
 	$(PIP) install --no-deps -r requirements/espnet.txt
-	$(PY) -m espnet3.utils.check_install
+	$(PY) espnet3/utils/check_install.py --replace-bundled
 	touch $(STAMP)
 
 demo: install
