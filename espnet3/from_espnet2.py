@@ -531,6 +531,8 @@ def _convert_best_model(rest: dict[str, Any], out: dict[str, Any]) -> None:
         out["best_model_criterion"] = [
             [f"{phase}/{metric}", keep, mode] for phase, metric, mode in rest.pop("best_model_criterion")
         ]
+        # ESPnet2's trainer warns about a criterion the model does not report and goes on.
+        out["best_model_criterion_missing"] = "warn"
 
 
 def _convert_logging(rest: dict[str, Any], out: dict[str, Any]) -> None:

@@ -285,7 +285,7 @@ def run(spec: LaunchSpec, cfg: DictConfig) -> int:
 def _run_stages(spec: LaunchSpec, cfg: DictConfig, config_dir: Path, exp_dir: Path) -> int:
     from espnet3 import storage
     from espnet3.config.loader import save_config
-    from espnet3.config.preflight import check_trainable
+    from espnet3.config.preflight import check_criteria, check_trainable
     from espnet3.orchestration.preparation import prepare_data, splits_for, stats_model
     from espnet3.utils.task_utils import build_model, recipe_code
 
@@ -306,12 +306,17 @@ def _run_stages(spec: LaunchSpec, cfg: DictConfig, config_dir: Path, exp_dir: Pa
         # statistics collect_stats is about to write is checked without them first.
         pending_stats = "collect_stats" in spec.stages
         factory, model_cfg = stats_model(cfg, plan)
-        check_trainable(
+        module = check_trainable(
             plain,
             (lambda: factory(model_config_for_stats(model_cfg))) if pending_stats else
             (lambda: build_model(cfg, config_dir, plan)),
             spec.config,
         )
+        if "train" in spec.stages:
+            criteria = check_criteria(plain, module.logged_metrics(plan.sample_batch("valid")), spec.config)
+            if criteria != plain["best_model_criterion"]:
+                cfg.best_model_criterion = criteria
+                plain = OmegaConf.to_container(cfg, resolve=True)
         connect(spec, recipe_code=recipe_code(cfg, config_dir), log_dir=exp_dir / LOG_DIR)
         stop_on_sigterm()
         plan.prepare_shapes(splits, parallel=True)

@@ -104,3 +104,70 @@ def test_pruner_leaves_alone_a_checkpoint_still_being_uploaded_beside_the_report
     assert (uploading / "checkpoint.ckpt").read_bytes() == b"partial"
     assert (reported / "checkpoint.ckpt").exists()
     assert [i for i, d in enumerate(sorted(tmp_path.iterdir())[:-1]) if (d / "checkpoint.ckpt").exists()] == [1, 2, 3, 5]
+
+
+# --------------------------------------------- criteria checked against what the model logs, before Ray
+def _check(criteria, logged, missing="error"):
+    from espnet3.config.preflight import check_criteria
+
+    return check_criteria({"best_model_criterion": criteria, "best_model_criterion_missing": missing},
+                          logged, "train.yaml")
+
+
+def test_a_criterion_the_model_does_not_log_fails_before_ray_with_what_it_logs():
+    from espnet3.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        _check([["valid/loss", 3, "min"], ["valid/si_snr", 3, "max"]], {"valid/loss", "valid/si_snr_loss"})
+    assert err.value.key == "best_model_criterion[1]"
+    assert "valid/si_snr" in str(err.value) and "valid/si_snr_loss" in str(err.value)
+    assert "best_model_criterion_missing: warn" in str(err.value)
+
+
+def test_espnet2_counters_are_always_reported():
+    criteria = [["train/total_count", 10, "max"], ["valid/total_count", 1, "max"]]
+    assert _check(criteria, {"valid/loss"}) == criteria
+
+
+def test_warn_drops_a_missing_criterion_as_espnet2_does(capsys):
+    kept = _check([["valid/si_snr", 3, "max"], ["valid/loss", 3, "min"]], {"valid/loss", "valid/si_snr_loss"}, "warn")
+    assert kept == [["valid/loss", 3, "min"]]
+    out = capsys.readouterr().out
+    assert "warning" in out and "valid/si_snr," in out and "valid/si_snr_loss" in out
+
+
+def test_warn_with_no_criterion_left_keeps_the_latest_checkpoints():
+    assert _check([["valid/acc", 5, "max"]], {"valid/loss"}, "warn") == [["train/total_count", 5, "max"]]
+
+
+def test_the_module_reports_the_keys_validation_and_training_log():
+    """A real batch through the model: its stats, the loss, and each named optimizer's loss."""
+    from espnet3.components.modeling.lightning_module import ESPnetLightningModule
+    from toy_models import ESPnet2StyleGAN, espnet2_gan_batches, espnet2_gan_config
+
+    module = ESPnetLightningModule(ESPnet2StyleGAN(), espnet2_gan_config())
+    logged = module.logged_metrics(espnet2_gan_batches(1, seed=0)[0])
+    for phase in ("train", "valid"):
+        assert {f"{phase}/generator_loss", f"{phase}/discriminator_loss",
+                f"{phase}/generator/loss", f"{phase}/discriminator/loss"} <= logged
+    assert "train/generator/update_step" in logged and "valid/generator/update_step" not in logged
+    assert module.training  # left as it was
+
+
+def test_iteration_counts_skip_sanity_checks_and_survive_a_checkpoint():
+    from types import SimpleNamespace
+
+    from espnet3.orchestration.counters import IterationCounts
+
+    counts = IterationCounts()
+    trainer = SimpleNamespace(sanity_checking=True)
+    counts.on_validation_batch_end(trainer, None, None, None, 0)
+    trainer.sanity_checking = False
+    for i in range(3):
+        counts.on_train_batch_end(trainer, None, None, None, i)
+    counts.on_validation_batch_end(trainer, None, None, None, 0)
+    assert counts.metrics() == {"train/total_count": 3.0, "valid/total_count": 1.0}
+    resumed = IterationCounts()
+    resumed.load_state_dict(counts.state_dict())
+    resumed.on_train_batch_end(trainer, None, None, None, 3)
+    assert resumed.metrics()["train/total_count"] == 4.0

@@ -69,6 +69,7 @@ def test_transformer_recipe_options_map_to_train_yaml_keys(tmp_path):
     assert cfg["scheduler"] == {"_target_": "espnet2.schedulers.warmup_lr.WarmupLR", "warmup_steps": 25000}
     assert cfg["scheduler_interval"] == "step"
     assert cfg["best_model_criterion"] == [["valid/acc", 10, "max"]]
+    assert cfg["best_model_criterion_missing"] == "warn"  # ESPnet2's trainer warns and goes on
     # grad_clip is unset, and ESPnet2 clips at 5 by default: the converted run must too.
     assert cfg["trainer"] == {"max_epochs": 200, "accumulate_grad_batches": 1, "gradient_clip_val": 5.0}
     assert cfg["dataloader"] == {"batch_type": "folded", "batch_size": 64, "fold_length": [80000, 150]}

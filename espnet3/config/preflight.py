@@ -180,7 +180,7 @@ def check_gpu_options(cfg: Mapping[str, Any], source: str | Path | None) -> None
 
 
 def check_trainable(cfg: Mapping[str, Any], model_factory, source: str | Path | None):
-    """Build the model and its Lightning module with its optimizers, as every worker will; return the model.
+    """Build the model and its Lightning module with its optimizers, as every worker will; return the module.
 
     What only building shows (a wrong keyword deep in a model, a ``freeze_param`` or
     ``optimizers.<name>.params`` prefix that selects nothing) fails here, once, on the driver.
@@ -193,11 +193,46 @@ def check_trainable(cfg: Mapping[str, Any], model_factory, source: str | Path | 
         raise ConfigError("model", source, f"cannot be built ({type(err).__name__}: {err})",
                           "fix the model block (its classes and their keyword arguments)") from None
     try:
-        ESPnetLightningModule(model, cfg).configure_optimizers()
+        module = ESPnetLightningModule(model, cfg)
+        module.configure_optimizers()
     except (ValueError, TypeError, KeyError) as err:
         message = str(err).strip("'\"")
         raise ConfigError(_config_key(message), source, message, None) from None
-    return model
+    return module
+
+
+def check_criteria(cfg: Mapping[str, Any], logged: set[str], source: str | Path | None) -> list[list[Any]]:
+    """Every ``best_model_criterion`` metric against what the run will report; returns the criteria to use.
+
+    ``logged``: the keys the model logs (:meth:`ESPnetLightningModule.logged_metrics` on a real
+    batch); ESPnet2's counters (``train/total_count``, ...) are always reported. A criterion the
+    model does not log fails here, before Ray, with the ones it does log. With
+    ``best_model_criterion_missing: warn`` (what :mod:`espnet3.from_espnet2` writes) it is dropped
+    with a warning instead, as ESPnet2's trainer goes on without it; where that leaves none, the run
+    keeps the latest checkpoints (``train/total_count``), ESPnet2's GAN recipes' choice.
+    """
+    from espnet3.orchestration.counters import counter_metrics
+
+    available = set(logged) | set(counter_metrics())
+    criteria = [list(entry) for entry in cfg["best_model_criterion"]]
+    missing = [(i, entry) for i, entry in enumerate(criteria) if entry[0] not in available]
+    if not missing:
+        return criteria
+    listed = ", ".join(sorted(available))
+    if cfg.get("best_model_criterion_missing", "error") != "warn":
+        i, (metric, _, _) = missing[0]
+        raise ConfigError(
+            f"best_model_criterion[{i}]", source, f"ranks by {metric}, which the model does not log (it logs: {listed})",
+            "rank by one of those, or set `best_model_criterion_missing: warn` to drop it as ESPnet2's trainer does",
+        )
+    kept = [entry for entry in criteria if entry[0] in available]
+    if not kept:
+        kept = [["train/total_count", max(entry[1] for entry in criteria), "max"]]
+    for _, (metric, _, _) in missing:
+        print(f"[espnet3] warning: best_model_criterion ranks by {metric}, which the model does not log; "
+              f"dropped (best_model_criterion_missing: warn). It logs: {listed}", flush=True)
+    print(f"[espnet3] best_model_criterion: {kept}", flush=True)
+    return kept
 
 
 def _config_key(message: str) -> str:

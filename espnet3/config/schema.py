@@ -111,6 +111,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("max_nan_batches", "int", minimum=1),
     FieldSpec("trainer", "mapping"),
     FieldSpec("best_model_criterion", "list"),
+    FieldSpec("best_model_criterion_missing", "str", choices=("error", "warn")),
     FieldSpec("report_every_n_steps", "int", nullable=True, minimum=1),
     FieldSpec("max_failures", "int", minimum=-1),
     FieldSpec("max_preemption_failures", "int", minimum=-1),

@@ -20,7 +20,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from espnet3.data.checks import check_split
-from espnet3.data.dataset import build_dataset
+from espnet3.data.dataset import build_dataset, dataset_keys
 from espnet3.data.errors import DataError
 from espnet3.data.loader import LoaderSpec, make_dataloader
 from espnet3.data.preprocess import PreprocessSpec
@@ -158,6 +158,14 @@ class DataPlan:
             num_workers=num_workers,
             pin_memory=pin_memory,
         )
+
+    def sample_batch(self, split: str, max_items: int = 2):
+        """A small real batch of ``split`` (its first items, collated as the validation loader
+        collates them): what the driver runs the model on before Ray starts. Needs no shape files,
+        which a large split only has once Ray has measured it."""
+        dataset = self.dataset(split, train=False)
+        ids = dataset_keys(dataset)[:max_items]
+        return self.preprocess.collate_fn(train=False)([dataset[utt] for utt in ids])
 
     def prepare_shapes(self, splits: Iterable[str], *, parallel: bool = False, defer_large: bool = False) -> None:
         """Compute (or reuse) the shape files of ``splits``: every item is loaded once, on the driver's side.

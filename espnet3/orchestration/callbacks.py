@@ -16,6 +16,7 @@ import lightning as L
 import torch
 
 from espnet3.orchestration.console import progress_line, validation_line
+from espnet3.orchestration.counters import IterationCounts
 from espnet3.orchestration.criteria import METRICS_FILE, BestCriterion
 
 CHECKPOINT_NAME = "checkpoint.ckpt"
@@ -68,8 +69,9 @@ class RayReportCallback(L.Callback):
     selection. Every rank calls ``save_checkpoint`` (it holds a barrier) and
     ``ray.train.report`` (also a barrier); only rank 0 attaches the files, with the
     metrics beside them (``metrics.json``, which :mod:`espnet3.orchestration.pruning` ranks).
-    A ``best_model_criterion`` metric missing from the first report fails the run there,
-    not after the last epoch.
+    Each report also carries ESPnet2's ``train/total_count`` and ``valid/total_count`` (``counts``).
+    The driver checks every ``best_model_criterion`` metric before Ray starts; one still missing
+    from the first report fails the run there, not after the last epoch.
 
     Every checkpoint carries the training sampler's progress (``sampler.json``), so a run resumed
     from a mid-epoch one trains exactly the epoch's remaining batches. When the ranks have agreed
@@ -79,16 +81,19 @@ class RayReportCallback(L.Callback):
     """
 
     def __init__(self, criteria: Sequence[BestCriterion] = (), send: Callable[[str], None] | None = None,
-                 notice=None) -> None:
+                 notice=None, counts: IterationCounts | None = None) -> None:
         self.criteria = tuple(criteria)
         self.send = send
         self.notice = notice
+        self.counts = counts
         remove_orphaned_checkpoints()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         metrics = _floats(trainer.callback_metrics)
+        if self.counts is not None:
+            metrics.update(self.counts.metrics())
         self._check_criteria(metrics)
         metrics.update(epoch=trainer.current_epoch, step=trainer.global_step)
         self._report(trainer, metrics, trainer.fit_loop.epoch_loop.batch_progress.current.completed)

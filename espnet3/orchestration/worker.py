@@ -18,6 +18,7 @@ from espnet3.orchestration.callbacks import (
     CHECKPOINT_NAME, SAMPLER_FILE, ConsoleProgress, RayReportCallback, ResumePosition,
 )
 from espnet3.orchestration.console import WorkerConsole
+from espnet3.orchestration.counters import IterationCounts
 from espnet3.orchestration.elastic import Attempt
 from espnet3.orchestration.preemption import LocalNotice, PreemptionStop
 from espnet3.orchestration.train_spec import TrainSpec
@@ -102,8 +103,9 @@ def _fit(loop_config: dict[str, Any], console: WorkerConsole) -> None:
             if attempt.line():
                 console(attempt.line())
 
-        callbacks = [RayReportCallback(spec.criteria, console, notice), ConsoleProgress(spec.log_every_n_steps, console),
-                     ResumePosition(train_loader.batch_sampler)]
+        counts = IterationCounts()
+        callbacks = [counts, RayReportCallback(spec.criteria, console, notice, counts),
+                     ConsoleProgress(spec.log_every_n_steps, console), ResumePosition(train_loader.batch_sampler)]
         trainer = _trainer(spec, module, callbacks, use_gpu, rank, Path(cfg["exp_dir"]), attempt.accumulate_grad_batches)
         ckpt_path = os.path.join(directory, CHECKPOINT_NAME) if directory else None
         trainer.fit(module, train_loader, valid_loader, ckpt_path=ckpt_path)

@@ -401,6 +401,27 @@ class ESPnetLightningModule(L.LightningModule):
             self._log_stats("valid", out)
         return out.loss if out.loss is not None else torch.stack([s.loss.reshape(()) for s in out.losses]).sum()
 
+    def logged_metrics(self, batch: Any) -> set[str]:
+        """The ``train/*`` and ``valid/*`` keys that training and validation on ``batch`` log.
+
+        One no-grad forward in eval mode (every turn of a GAN), as validation runs it: the driver
+        checks ``best_model_criterion`` against these before any Ray worker starts, instead of
+        failing at the first report minutes into the run.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                out = self._every_turn(batch) if self.turns is not None else self._forward(batch, training=False)
+        finally:
+            self.train(was_training)
+        keys = set(out.stats) | {f"{step.name}/loss" for step in out.losses}
+        if out.loss is not None:
+            keys.add("loss")
+        train_only = {f"{name}/update_step" for name in self.plan.optimizers} if self.plan.multi else set()
+        return ({f"{phase}/{key}" for phase in ("train", "valid") for key in keys}
+                | {f"train/{key}" for key in train_only})
+
     # -------------------------------------------------------------- optimizers
     def configure_optimizers(self) -> Any:
         if not self.plan.multi:
