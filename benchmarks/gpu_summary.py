@@ -69,6 +69,8 @@ def utilisation(smi_csv: Path, window: tuple[float, float] | None) -> dict | Non
 
 def summarise(out: Path) -> str:
     lines = ["# espnet3 GPU check", "", f"`{out}`", "", "| check | result | goal |", "|---|---|---|"]
+    if (out / "install.status.json").exists():  # gpu_check.sh made the venv from offline wheels
+        lines.append(f"| offline install from wheels | {_status(out, 'install')} | exit 0 |")
     exp = out / "default_job"
     metrics_file = exp / "infer" / "test" / "metrics.json"
     cer = json.loads(metrics_file.read_text()).get("cer") if metrics_file.exists() else None

@@ -8,6 +8,8 @@
 #
 # The auth token is never read, printed or stored here: Ray's own client picks it up from
 # RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.
+# The job's driver runs on the head node, with the cluster's Python: this machine's Python
+# version need not be the cluster's (Ray compares it only for nodes and drivers that join).
 { set +x; } 2>/dev/null   # even under `bash -x`, never trace anything near the token
 set -euo pipefail
 
