@@ -285,7 +285,7 @@ def run(spec: LaunchSpec, cfg: DictConfig) -> int:
 def _run_stages(spec: LaunchSpec, cfg: DictConfig, config_dir: Path, exp_dir: Path) -> int:
     from espnet3 import storage
     from espnet3.config.loader import save_config
-    from espnet3.config.preflight import check_criteria, check_trainable
+    from espnet3.config.preflight import check_trainable, settle_criteria
     from espnet3.orchestration.preparation import prepare_data, splits_for, stats_model
     from espnet3.utils.task_utils import build_model, recipe_code
 
@@ -313,10 +313,8 @@ def _run_stages(spec: LaunchSpec, cfg: DictConfig, config_dir: Path, exp_dir: Pa
             spec.config,
         )
         if "train" in spec.stages:
-            criteria = check_criteria(plain, module.logged_metrics(plan.sample_batch("valid")), spec.config)
-            if criteria != plain["best_model_criterion"]:
-                cfg.best_model_criterion = criteria
-                plain = OmegaConf.to_container(cfg, resolve=True)
+            settle_criteria(cfg, module, plan, spec.config)
+            plain = OmegaConf.to_container(cfg, resolve=True)
         connect(spec, recipe_code=recipe_code(cfg, config_dir), log_dir=exp_dir / LOG_DIR)
         stop_on_sigterm()
         plan.prepare_shapes(splits, parallel=True)

@@ -201,6 +201,17 @@ def check_trainable(cfg: Mapping[str, Any], model_factory, source: str | Path | 
     return module
 
 
+def settle_criteria(cfg, module, plan, source: str | Path | None) -> None:
+    """:func:`check_criteria` on two real utterances of the valid split; the criteria the run
+    uses are written back into ``cfg`` (a ``DictConfig``), so the saved config shows them."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    criteria = check_criteria(plain, module.logged_metrics(plan.sample_batch("valid")), source)
+    if criteria != plain["best_model_criterion"]:
+        cfg.best_model_criterion = criteria
+
+
 def check_criteria(cfg: Mapping[str, Any], logged: set[str], source: str | Path | None) -> list[list[Any]]:
     """Every ``best_model_criterion`` metric against what the run will report; returns the criteria to use.
 

@@ -175,6 +175,7 @@ def report(grid, sweep: SweepSpec) -> int:
 
 
 def run(spec: LaunchSpec, sweep: SweepSpec) -> int:
+    from espnet3.config.preflight import check_trainable, settle_criteria
     from espnet3.launch import SIGTERM_RECEIVED, EXIT_TERMINATED, stop_on_sigterm
     from espnet3.orchestration.cluster import connect
     from espnet3.orchestration.console import LOG_DIR
@@ -205,7 +206,10 @@ def run(spec: LaunchSpec, sweep: SweepSpec) -> int:
         from espnet3.stages.collect_stats import collect_stats
 
         collect_stats(*stats_model(cfg, data_plan), data_plan)
-    build_model(cfg, sweep.config_dir, data_plan)  # fail here, not in every trial
+    # Fail here, not in every trial: the model, its optimizers and the criteria it is ranked by.
+    module = check_trainable(OmegaConf.to_container(cfg, resolve=True),
+                             lambda: build_model(cfg, sweep.config_dir, data_plan), sweep.source)
+    settle_criteria(cfg, module, data_plan, sweep.source)
     board = start_board()
     plan = TrialPlan(
         base=OmegaConf.to_container(cfg, resolve=False), space=sweep.space, source=sweep.source,
