@@ -87,18 +87,55 @@ def test_train_stats_are_logged_where_lightning_writes_logs_and_on_each_epochs_l
 
     from lightning.pytorch.loggers import CSVLogger
 
-    class LastLoss(L.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.loss = float(outputs["loss"])
+    class Losses(L.Callback):
+        losses: list[float] = []
 
-    last = LastLoss()
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.losses.append(float(outputs["loss"]))
+
+    seen = Losses()
     module = ESPnetLightningModule(Regressor(), ADAM)
-    trainer = make_trainer(callbacks=[last], max_epochs=2, log_every_n_steps=2,
+    trainer = make_trainer(callbacks=[seen], max_epochs=2, log_every_n_steps=2,
                            logger=CSVLogger(tmp_path, name="", version=""))
     trainer.fit(module, loader(regression_batches(5, 0)))
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
-    assert [int(r["step"]) for r in rows if r.get("train/loss")] == [1, 3, 5, 7, 9]
-    assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(last.loss)
+    logged = {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+    assert list(logged) == [1, 3, 5, 7, 9]
+    # Each row is the mean of every step since the previous row (the batches weigh the same):
+    # none is lost, the first epoch's last batch (step 4) included.
+    bounds = [-1, *logged]
+    for start, end in zip(bounds, bounds[1:]):
+        steps = seen.losses[start + 1: end + 1]
+        assert logged[end] == pytest.approx(sum(steps) / len(steps))
+    assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(logged[9])
+
+
+def test_a_loss_whose_turns_miss_every_log_step_still_reaches_the_loggers(tmp_path):
+    """A generator updated on batches 0, 2, 4 while the loggers write on 1, 3, 5: its loss and
+    stats are logged there, each row the generator's latest turn, weighted as the batch."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    module = ESPnetLightningModule(GAN(), gan_config())
+    trainer = make_trainer(max_epochs=1, log_every_n_steps=2, logger=CSVLogger(tmp_path, name="", version=""))
+    trainer.fit(module, loader(gan_batches([2, 1, 2, 1, 2, 1], seed=0)))
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    for key in ("train/generator/loss", "train/discriminator/loss", "train/g_loss", "train/d_loss",
+                "train/generator/update_step"):
+        assert len([r for r in rows if r.get(key)]) == 3, key
+
+
+def test_train_stats_are_weighted_means_per_key_since_the_last_reset():
+    from espnet3.components.modeling.train_stats import TrainStats
+
+    stats = TrainStats()
+    stats.add({"a": torch.tensor(1.0)}, 1.0)
+    stats.add({"a": torch.tensor(3.0), "b": 5.0}, torch.tensor(3.0))
+    assert {k: float(v) for k, v in stats.means(reset=False).items()} == {"a": 2.5, "b": 5.0}
+    stats.add({"b": torch.tensor(1.0)}, 1.0)
+    assert {k: float(v) for k, v in stats.means().items()} == {"a": 2.5, "b": 4.0}
+    assert stats.means() == {}
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,7 @@ from espnet3.components.modeling.optimization_spec import OptimizationPlan
 from espnet3.components.modeling.optimizer_router import OptimizerRouter
 from espnet3.components.modeling.param_selection import assign_parameters, freeze_parameters
 from espnet3.components.modeling.step_flags import StepFlags
+from espnet3.components.modeling.train_stats import TrainStats
 from espnet3.utils.instantiate import instantiate
 
 CHECKPOINT_KEY = "espnet3"
@@ -91,6 +92,7 @@ class ESPnetLightningModule(L.LightningModule):
         self._warned_valid_nan = False
         self._optimizer_names: dict[int, str] = {}
         self.step_flags = StepFlags()
+        self.train_stats = TrainStats()
 
     # ----------------------------------------------------------------- helpers
     def _gan_turns(self, model: nn.Module) -> GANTurns | None:
@@ -147,22 +149,27 @@ class ESPnetLightningModule(L.LightningModule):
         Every ``self.log`` key costs Lightning's result collection Python time on each step,
         whether or not a logger ever sees it (``_ResultMetric.to`` walks the metric's ``__dict__``):
         logged on every step, it made this module 1.4x a bare LightningModule on a model whose
-        step takes a few milliseconds. Between those steps ``trainer.callback_metrics`` keeps the
-        last logged ``train/*`` values.
+        step takes a few milliseconds. Between those steps the values add up in
+        :class:`TrainStats`, and ``trainer.callback_metrics`` keeps the last logged means.
         """
         loop = self.trainer.fit_loop.epoch_loop
         return self.trainer._logger_connector.should_update_logs or loop.batch_progress.is_last_batch
 
     def _log_stats(self, mode: str, out: ForwardOutput) -> None:
+        """``valid/*`` every batch (Lightning averages them over the epoch, weighted); ``train/*``
+        added to :class:`TrainStats` every step and logged as their means on log steps."""
         training = mode == "train"
-        if training and not self._logs_this_step():
-            return
         stats = dict(out.stats)
         if out.loss is not None:
             stats.setdefault("loss", out.loss.detach())
         for step in out.losses:
             stats[f"{step.name}/loss"] = step.loss.detach().reshape(())
         batch_size = 1.0 if out.weight is None else out.weight
+        if training:
+            self.train_stats.add(stats, batch_size)
+            if not self._logs_this_step():
+                return
+            stats = self.train_stats.means(reset=self.trainer._logger_connector.should_update_logs)
         loss = stats.pop("loss", None)
         kwargs = dict(
             batch_size=batch_size,
