@@ -177,6 +177,7 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
             time.sleep(2)
         assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:] + ray_logs_tail(ray_tmp)
         assert f"http://127.0.0.1:{dashboard}" in proc.stdout  # this cluster's dashboard took it
+        assert f"[espnet3] Ray dashboard: http://127.0.0.1:{dashboard}" in proc.stdout  # and the run says so
         assert "succeeded" in proc.stdout
         assert env["RAY_AUTH_TOKEN"] not in proc.stdout + proc.stderr
         assert (exp / "valid.loss.ave_2best.pth").is_file()

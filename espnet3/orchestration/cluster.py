@@ -115,14 +115,22 @@ def _init(spec: LaunchSpec, concurrent_runs: int, recipe_code: Sequence[Path]) -
         configure_logging=True,
     )
     if address:
-        ray.init(address=address, **kwargs)
+        announce_dashboard(ray.init(address=address, **kwargs))
         return False
-    start_local_cluster(local_cpus(spec, concurrent_runs), **kwargs)
+    announce_dashboard(start_local_cluster(local_cpus(spec, concurrent_runs), **kwargs))
     return True
 
 
-def start_local_cluster(num_cpus: int, runtime_env: dict | None = None, **kwargs) -> None:
-    """Start a new single-machine cluster whose every process knows its State API address.
+def announce_dashboard(context) -> None:
+    """Where to watch the run: a local cluster's dashboard listens on a port chosen at start."""
+    url = getattr(context, "dashboard_url", None)
+    where = f"http://{url}" if url else "not running on this cluster (its head was started without it)"
+    print(f"[espnet3] Ray dashboard: {where}", flush=True)
+
+
+def start_local_cluster(num_cpus: int, runtime_env: dict | None = None, **kwargs):
+    """Start a new single-machine cluster whose every process knows its State API address; return
+    ``ray.init``'s context.
 
     ``address="local"`` always starts a new cluster: a bare ``ray.init()`` would try to join
     the cluster named in /tmp/ray/ray_current_cluster even when that one is long dead. The
@@ -136,7 +144,7 @@ def start_local_cluster(num_cpus: int, runtime_env: dict | None = None, **kwargs
     os.environ.update(own)
     runtime_env = dict(runtime_env or {})
     runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **own}
-    ray.init(
+    return ray.init(
         address="local",
         num_cpus=num_cpus,
         include_dashboard=True,
