@@ -12,6 +12,8 @@ STAMP := $(VENV)/.installed-stamp
 PIP := $(PY) -m pip --disable-pip-version-check
 
 DEMO_CONFIG ?= configs/digits_asr.yaml
+# Overrides for the demo run, e.g. `make demo DEMO_ARGS="seed=3 name=digits_asr_seed3"`.
+DEMO_ARGS ?=
 PYTEST_ARGS ?=
 # The suite runs in 2 pytest processes (pytest-xdist, a file at a time in each): its end-to-end
 # tests mostly wait (Ray start-up, restarts, deadlines), ~0.5 cores busy on average in one process.
@@ -31,7 +33,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/espnet.txt Ma
 	touch $(STAMP)
 
 demo: install
-	$(PY) -m espnet3.launch --config $(DEMO_CONFIG) --num-gpus 0
+	$(PY) -m espnet3.launch --config $(DEMO_CONFIG) --num-gpus 0 $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
