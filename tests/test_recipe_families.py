@@ -156,6 +156,30 @@ def test_gan_optim_and_optim2_become_named_optimizers_in_turn_order():
                                      "chunk_length": 8960, "hop_length": 320}
 
 
+def test_recipe_options_newer_than_espnet_202511_survive_conversion():
+    """vctk_noisy's dptfsnet separator, libritts soundstream's mel_loss_params.hop_length and TEMPLATE
+    lm1's model_conf.eos_sym are carried into ``model:`` as the ESPnet2 config spells them."""
+    enh = convert({"encoder": "conv", "decoder": "conv", "separator": "dptfsnet",
+                   "separator_conf": {"num_spk": 1, "layer": 2, "unit": 16, "segment_size": 250}}, "enh1").config
+    assert enh["model"]["separator"] == "dptfsnet"
+    assert enh["model"]["separator_conf"] == {"num_spk": 1, "layer": 2, "unit": 16, "segment_size": 250}
+    mel = {"n_fft": 1024, "hop_length": 256, "win_length": None, "window": "hann", "n_mels": 80}
+    codec = convert({"codec": "soundstream", "codec_conf": {"mel_loss_params": mel}}, "codec1").config
+    assert codec["model"]["codec_conf"]["mel_loss_params"] == mel
+    soundstream = convert(yaml.safe_load((FIXTURES / "codec1__train_soundstream.yaml").read_text()), "codec1").config
+    stft = soundstream["model"]["codec_conf"]["discriminator_params"]["complexstft_discriminator_params"]
+    assert (stft["n_fft"], stft["hop_length"], stft["win_length"]) == (256, 64, 256)
+    lm = convert(yaml.safe_load((FIXTURES / "lm1__train_lm_transformer_eos_sym.yaml").read_text()), "lm1").config
+    assert lm["model"]["model"] == "lm_multitask"
+    assert lm["model"]["model_conf"]["eos_sym"] == "<sos/eos>"
+    assert lm["model"]["model_conf"]["sos_syms"] == ["<sos/eos>"]
+    # The TEMPLATE conf itself has no `model:`; lm.sh's --lm_args gives it
+    template = convert({"lm": "transformer", "model_conf": {"lsm_weight": 0.1, "eos_sym": "<sos/eos>"}}, "lm1",
+                       "--token_type word --lm_args '--model lm_multitask'").config
+    assert template["model"]["model"] == "lm_multitask"
+    assert template["model"]["model_conf"] == {"lsm_weight": 0.1, "eos_sym": "<sos/eos>"}
+
+
 def test_folded_batches_get_one_fold_length_per_data_stream_of_the_script():
     lm = convert(yaml.safe_load((FIXTURES / "lm1__train_lm_rnn.yaml").read_text()), "lm1")
     assert lm.config["dataloader"]["fold_length"] == [150]
