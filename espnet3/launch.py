@@ -312,8 +312,7 @@ def _run_stages(spec: LaunchSpec, cfg: DictConfig, config_dir: Path, exp_dir: Pa
             (lambda: build_model(cfg, config_dir, plan)),
             spec.config,
         )
-        if "train" in spec.stages:
-            settle_criteria(cfg, module, plan, spec.config)
+        if "train" in spec.stages and settle_criteria(cfg, module, plan, spec.config):
             plain = OmegaConf.to_container(cfg, resolve=True)
         connect(spec, recipe_code=recipe_code(cfg, config_dir), log_dir=exp_dir / LOG_DIR)
         stop_on_sigterm()

@@ -201,15 +201,18 @@ def check_trainable(cfg: Mapping[str, Any], model_factory, source: str | Path | 
     return module
 
 
-def settle_criteria(cfg, module, plan, source: str | Path | None) -> None:
+def settle_criteria(cfg, module, plan, source: str | Path | None) -> bool:
     """:func:`check_criteria` on two real utterances of the valid split; the criteria the run
-    uses are written back into ``cfg`` (a ``DictConfig``), so the saved config shows them."""
+    uses are written back into ``cfg`` (a ``DictConfig``), so the saved config shows them.
+    Returns whether they changed."""
     from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(cfg, resolve=True)
     criteria = check_criteria(plain, module.logged_metrics(plan.sample_batch("valid")), source)
-    if criteria != plain["best_model_criterion"]:
-        cfg.best_model_criterion = criteria
+    if criteria == plain["best_model_criterion"]:
+        return False
+    cfg.best_model_criterion = criteria
+    return True
 
 
 def check_criteria(cfg: Mapping[str, Any], logged: set[str], source: str | Path | None) -> list[list[Any]]:
