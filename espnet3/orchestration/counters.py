@@ -14,14 +14,14 @@ from typing import Any
 
 import lightning as L
 
-# The counter names criteria may rank by, per phase (``train/total_count``, ``valid/total_count``).
-COUNTERS = ("total_count",)
+# The counter criteria may rank by, per phase (``train/total_count``, ``valid/total_count``).
+COUNTER = "total_count"
 PHASES = ("train", "valid")
 
 
 def counter_metrics() -> tuple[str, ...]:
     """Every counter metric a run reports: ``train/total_count``, ``valid/total_count``."""
-    return tuple(f"{phase}/{name}" for phase in PHASES for name in COUNTERS)
+    return tuple(f"{phase}/{COUNTER}" for phase in PHASES)
 
 
 class IterationCounts(L.Callback):
@@ -39,7 +39,7 @@ class IterationCounts(L.Callback):
             self.counts["valid"] += 1
 
     def metrics(self) -> dict[str, float]:
-        return {f"{phase}/total_count": float(count) for phase, count in self.counts.items()}
+        return {f"{phase}/{COUNTER}": float(count) for phase, count in self.counts.items()}
 
     def state_dict(self) -> dict[str, Any]:
         return dict(self.counts)

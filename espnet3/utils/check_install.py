@@ -94,7 +94,6 @@ def main(argv: list[str]) -> int:
         print("install check failed:", problem, file=sys.stderr)
     if found:
         return 1
-    sys.path.insert(0, str(REPO_ROOT))
     from espnet3.utils.espnet2_imports import import_espnet2
 
     import_espnet2("espnet2.tasks.asr")
