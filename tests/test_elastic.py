@@ -152,6 +152,59 @@ def test_lightning_resumes_a_re_dealt_epoch_where_the_sampler_stands(tmp_path, b
     assert len(seen.epochs[2]) == sum(len(b) for b in full), "the next epoch is whole"
 
 
+class _Validations(L.Callback):
+    """Records each validation's (epoch, step); ``notice_at``: the ranks agree on a preemption notice
+    in that (epoch, step), as the notice's collective would."""
+
+    def __init__(self, notice_at=None):
+        self.done: list[tuple[int, int]] = []
+        self.notice_at = notice_at
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.notice_at == (trainer.current_epoch, trainer.global_step + 1):
+            pl_module.nan_guard.stop_agreed = True
+
+    def on_validation_end(self, trainer, pl_module):
+        self.done.append((trainer.current_epoch, trainer.global_step))
+
+
+@pytest.mark.parametrize("interval, notice_at", [(1.0, (1, 40)), (10, (1, 30)), (10, (1, 33))],
+                         ids=["epoch-end", "report-step", "between-reports"])
+def test_a_notice_at_a_step_a_validation_follows_is_resumed_with_that_validation(tmp_path, monkeypatch, interval,
+                                                                                notice_at):
+    """Lightning resumes a checkpoint of a step's end with the next step, skipping a validation due
+    after the saved one: Tune would miss that epoch's or report step's report (test_spot_sweep)."""
+    from espnet3.components.modeling.lightning_module import ESPnetLightningModule
+    from espnet3.data.sampler import DistributedBatchSampler
+    from espnet3.orchestration.callbacks import RayReportCallback, ResumePosition
+
+    path = str(tmp_path / "notice.ckpt")
+    monkeypatch.setattr(RayReportCallback, "_report", lambda self, trainer, *a, **k: trainer.save_checkpoint(path))
+    batches = [list(range(i, i + 2)) for i in range(0, 40, 2)]  # 20 batches a epoch
+    config = {"optimizer": {"_target_": "torch.optim.SGD", "lr": 0.01}}
+    valid = torch.utils.data.DataLoader(list(range(4)), batch_size=2, collate_fn=lambda ids: {"idx": torch.tensor(ids)})
+
+    def sampler():
+        return DistributedBatchSampler(batches, rank=0, world_size=1, shuffle=True, seed=1)
+
+    def fit(callbacks, loader, **kwargs):
+        make_trainer(callbacks, max_epochs=3, val_check_interval=interval).fit(
+            ESPnetLightningModule(_Indexed(), config), loader, valid, **kwargs)
+
+    uninterrupted = _Validations()
+    fit([uninterrupted], _indexed_loader(sampler()))
+    before = _Validations(notice_at)
+    with pytest.raises(PreemptionStop):
+        fit([before, RayReportCallback()], _indexed_loader(sampler()))
+    resumed = sampler()
+    resumed.resume({"epoch": 1, "batches_done": notice_at[1] - 20, "world_size": 1})
+    after, trained = _Validations(), _Seen()
+    fit([after, trained, ResumePosition(resumed)], _indexed_loader(resumed), ckpt_path=path)
+
+    assert before.done + after.done == uninterrupted.done, "every validation once, at its step"
+    assert len(trained.epochs.get(1, [])) == 2 * (40 - notice_at[1]) and len(trained.epochs[2]) == 40
+
+
 def _rest_of(batches, before, after, done):
     """Rank 0's batches of the resumed epoch in the new group (what DistributedBatchSampler deals)."""
     from espnet3.data.sampler import DistributedBatchSampler

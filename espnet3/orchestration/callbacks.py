@@ -77,7 +77,11 @@ class RayReportCallback(L.Callback):
     from a mid-epoch one trains exactly the epoch's remaining batches. When the ranks have agreed
     on a preemption notice (``nan_guard.stop_agreed``), the next optimizer-step boundary saves and
     reports a checkpoint (``preemption`` in its metrics, which keeps it out of every top-K) and
-    stops with :class:`~espnet3.orchestration.preemption.PreemptionStop`.
+    stops with :class:`~espnet3.orchestration.preemption.PreemptionStop`. When that step is one a
+    validation follows (an epoch's last, or every ``report_every_n_steps``), its checkpoint records
+    the validation as still to run (:func:`validation_pending`), so the resumed run validates and
+    reports before it trains on: Lightning would skip that validation, and Tune/ASHA would miss
+    the report.
     """
 
     def __init__(self, criteria: Sequence[BestCriterion] = (), send: Callable[[str], None] | None = None,
@@ -86,6 +90,7 @@ class RayReportCallback(L.Callback):
         self.send = send
         self.notice = notice
         self.counts = counts
+        self._validation_due = False
         remove_orphaned_checkpoints()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -112,7 +117,12 @@ class RayReportCallback(L.Callback):
         # own ranking skips checkpoints written for a notice.
         metrics = {c.metric: sys.float_info.max if c.mode == "min" else -sys.float_info.max for c in self.criteria}
         metrics.update(epoch=trainer.current_epoch, step=trainer.global_step, **{PREEMPTION_KEY: record})
-        self._report(trainer, metrics, batch_idx + 1, wait=True)
+        epoch_loop = trainer.fit_loop.epoch_loop
+        self._validation_due = epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
+        try:
+            self._report(trainer, metrics, batch_idx + 1, wait=True)
+        finally:
+            self._validation_due = False
         requested = self.notice is not None and self.notice.requested is not None
         if trainer.global_rank == 0 and self.send is not None and not requested:
             deadline = record.get("deadline")
@@ -123,6 +133,10 @@ class RayReportCallback(L.Callback):
         if requested:
             raise StopRequested(f"checkpoint saved at step {trainer.global_step}: {record['reason']}")
         raise PreemptionStop(f"checkpoint saved at step {trainer.global_step} for a preemption notice")
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if self._validation_due:
+            validation_pending(checkpoint["loops"]["fit_loop"])
 
     def _report(self, trainer: L.Trainer, metrics: dict, batches_done: int, wait: bool = False) -> None:
         """Save a checkpoint on every rank and report it (rank 0 attaches the files).
@@ -162,6 +176,27 @@ class RayReportCallback(L.Callback):
                 f"`best_model_criterion` ranks by {', '.join(missing)}, which the model does not log; "
                 f"logged: {', '.join(sorted(metrics))}. Fix `best_model_criterion` in the train.yaml."
             )
+
+
+def validation_pending(fit_loop: dict) -> None:
+    """Rewrite a checkpoint's fit-loop state, saved at the end of a training step a validation
+    follows, into the state of one saved as that validation starts.
+
+    Lightning resumes a checkpoint saved at a step's end (``on_train_batch_end``) with the next step
+    and skips the validation due after the saved one: resumed at an epoch's last step, the epoch
+    ends unvalidated and unreported. A checkpoint saved as a validation starts (the step completed,
+    one validation batch begun and none processed) is resumed by Lightning's own
+    "restarted mid-evaluation" path, which runs the whole validation before the next step.
+    """
+    train = fit_loop["epoch_loop.batch_progress"]
+    for counters in (train["total"], train["current"]):
+        counters["completed"] = counters["processed"]
+    valid = fit_loop["epoch_loop.val_loop.batch_progress"]
+    total = valid["total"]
+    total["processed"] = total["completed"]
+    total["ready"] = total["started"] = total["completed"] + 1
+    valid["current"] = {"ready": 1, "started": 1, "processed": 0, "completed": 0}
+    valid["is_last_batch"] = False
 
 
 class ResumePosition(L.Callback):
