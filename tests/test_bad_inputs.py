@@ -120,7 +120,7 @@ CONFIG_CASES = {
         lambda c: (c.update(optimizer=None, scheduler=None, optimizers={
             "enc": {"optimizer": {"_target_": "torch.optim.Adam"}, "params": ["encodr"]},
             "rest": {"optimizer": {"_target_": "torch.optim.Adam"}, "params": ["decoder", "ctc"]},
-        })), [r"`optimizers", r"not selected by any `optimizers.<name>.params`: encoder\.", r"Add their prefix"]),
+        })), [r"`optimizers", r"not selected by any `optimizers.<name>.params`: encoder\.", r"Add their name"]),
     "gpu option typo": (lambda c: c.update(gpu={"compiel": True}), [r"`gpu.compiel`", r"did you mean `gpu.compile`"]),
     "dataloader.gpu key typo": (lambda c: c["dataloader"].update(gpu={"batch_binz": 4}),
                                 [r"`dataloader.gpu.batch_binz`", r"did you mean `dataloader.gpu.batch_bins`"]),

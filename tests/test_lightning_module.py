@@ -189,6 +189,24 @@ def test_prefixes_match_on_dot_boundaries():
         ESPnetLightningModule(Net(), config).configure_optimizers()
 
 
+def test_optimizer_params_match_a_dotted_name_anywhere_as_upstream_does():
+    """Upstream ESPnet3's `params: generator` selects `tts.generator.*` (a GAN TTS model's
+    parameters sit under the task's `tts`); on dot boundaries, so never `tts.generator2.*`."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tts = nn.ModuleDict({"generator": nn.Linear(1, 1), "discriminator": nn.Linear(1, 1)})
+
+    opt = {"_target_": "torch.optim.SGD", "lr": 0.1}
+    config = {"optimizers": {"generator": {"optimizer": opt, "params": "generator"},
+                             "discriminator": {"optimizer": opt, "params": "discriminator"}}}
+    net = Net()
+    optimizers, _ = ESPnetLightningModule(net, config).configure_optimizers()
+    owned = [{id(p) for group in o.param_groups for p in group["params"]} for o in optimizers]
+    assert owned == [{id(p) for p in net.tts["generator"].parameters()},
+                     {id(p) for p in net.tts["discriminator"].parameters()}]
+
+
 def test_unknown_step_name_is_a_key_error_listing_names():
     module = ESPnetLightningModule(GAN(), gan_config())
     with pytest.raises(KeyError, match=r"'critic'.*\['discriminator', 'generator'\]"):

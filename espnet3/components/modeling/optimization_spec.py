@@ -89,8 +89,8 @@ def _positive_int(value: Any, key: str) -> int:
 class OptimizerSpec:
     """One entry of ``optimizers:``: which parameters it owns and how it steps.
 
-    ``params`` are dotted parameter-name prefixes matched on dot boundaries
-    (``encoder`` matches ``encoder.layers.0.weight`` but not ``encoder2.weight``).
+    ``params`` are dotted parameter names matched on dot boundaries, anywhere in the name
+    (``generator`` matches ``tts.generator.layers.0.weight`` but not ``tts.generator2.weight``).
     ``step_every_n_iters`` lets an optimizer update on every n-th completed
     accumulation window only (e.g. a discriminator that learns half as often); the
     windows in between are discarded.
@@ -115,7 +115,7 @@ class OptimizerSpec:
             or not all(isinstance(p, str) for p in self.params)
         ):
             raise ValueError(
-                f"`{key}.params` must be a parameter-name prefix or a non-empty list of them "
+                f"`{key}.params` must be a dotted parameter name or a non-empty list of them "
                 f"(e.g. `params: [generator]`); got {self.params!r}."
             )
         self.params = list(self.params)

@@ -1,8 +1,10 @@
-"""Select parameters by dotted-name prefix, for freezing and for per-optimizer groups.
+"""Select parameters by dotted name, for freezing and for per-optimizer groups.
 
-Prefixes match on dot boundaries only, so ``encoder`` never captures
-``encoder2.weight``; substring matching (as upstream does) silently hands a
-parameter to the wrong optimizer.
+Names match on dot boundaries only, so ``encoder`` never captures ``encoder2.weight``;
+substring matching silently hands a parameter to the wrong optimizer. ``model.freeze_param``
+takes prefixes (ESPnet2's meaning); ``optimizers.<name>.params`` may match anywhere in the name
+(upstream ESPnet3's ``params: generator`` selects ``tts.generator.*``), and every trainable
+parameter must be selected exactly once, so a name found in two places is an error, not a guess.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ PREVIEW = 8
 
 def matches(name: str, prefix: str) -> bool:
     return prefix == "" or name == prefix or name.startswith(prefix + ".")
+
+
+def selects(name: str, pattern: str) -> bool:
+    """``pattern``'s dotted segments appear, in order and whole, somewhere in ``name``."""
+    return pattern == "" or f".{pattern}." in f".{name}."
 
 
 def _preview(names: Iterable[str]) -> str:
@@ -54,7 +61,7 @@ def assign_parameters(
     for pname, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        hits = [name for name, spec in specs.items() if any(matches(pname, p) for p in spec.params)]
+        hits = [name for name, spec in specs.items() if any(selects(pname, p) for p in spec.params)]
         owners[pname] = hits
         if len(hits) == 1:
             groups[hits[0]].append((pname, param))
@@ -62,14 +69,15 @@ def assign_parameters(
     if uncovered:
         raise ValueError(
             f"Trainable parameters not selected by any `optimizers.<name>.params`: {_preview(uncovered)}. "
-            "Add their prefix to one optimizer's `params`, or freeze them with `model.freeze_param`."
+            "Add their name (or a dotted part of it) to one optimizer's `params`, or freeze them with "
+            "`model.freeze_param`."
         )
     doubled = {p: hits for p, hits in owners.items() if len(hits) > 1}
     if doubled:
         example = next(iter(doubled.items()))
         raise ValueError(
             f"Parameters selected by more than one optimizer: {_preview(doubled)} "
-            f"(e.g. {example[0]!r} by {example[1]}). Make the `params` prefixes disjoint."
+            f"(e.g. {example[0]!r} by {example[1]}). Make the `params` names select disjoint parameters."
         )
     empty = [name for name, group in groups.items() if not group]
     if empty:
