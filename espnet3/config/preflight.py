@@ -208,7 +208,13 @@ def settle_criteria(cfg, module, plan, source: str | Path | None) -> bool:
     from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(cfg, resolve=True)
-    criteria = check_criteria(plain, module.logged_metrics(plan.sample_batch("valid")), source)
+    try:
+        logged = module.logged_metrics(plan.sample_batch("valid"))
+    except SystemExit:  # ESPnet2 models exit() when an optional loss package is missing
+        raise ConfigError("model", source, "exited while computing its loss on two valid utterances",
+                          "see the line the model logged above (e.g. a package it needs that is not installed)"
+                          ) from None
+    criteria = check_criteria(plain, logged, source)
     if criteria == plain["best_model_criterion"]:
         return False
     cfg.best_model_criterion = criteria

@@ -114,8 +114,9 @@ def _group_keys(task_cls: type, description: str) -> tuple[str, ...]:
     keys = (
         action.dest
         for group in parser._action_groups
-        # espnet <= 202511 named its groups by `description`, 202609 and later by `title`.
-        if description in (group.title, group.description)
+        # espnet <= 202511 named its groups by `description`, 202609 and later by `title`; some
+        # tasks end the name with a period (asr_transducer's "Task related.").
+        if description in {(name or "").rstrip(".") for name in (group.title, group.description)}
         for action in group._group_actions
     )
     return tuple(k for k in keys if k not in choices)
