@@ -40,17 +40,20 @@ class TargetDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: str | int) -> tuple[str, dict[str, np.ndarray]]:
+    def raw(self, key: str | int) -> tuple[str, dict[str, Any]]:
+        """Item ``key`` as the user's dataset returns it (text as strings), with its utterance id."""
         item = self.dataset[int(key)]
         if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Mapping):
-            utt_id, data = str(item[0]), dict(item[1])
-        elif isinstance(item, Mapping):
-            utt_id, data = str(key), dict(item)
-        else:
-            raise TypeError(
-                f"`{self.where}` item {key} is a {type(item).__name__}; expected (utt_id, dict of arrays) "
-                "or a dict of arrays"
-            )
+            return str(item[0]), dict(item[1])
+        if isinstance(item, Mapping):
+            return str(key), dict(item)
+        raise TypeError(
+            f"`{self.where}` item {key} is a {type(item).__name__}; expected (utt_id, dict of arrays) "
+            "or a dict of arrays"
+        )
+
+    def __getitem__(self, key: str | int) -> tuple[str, dict[str, np.ndarray]]:
+        utt_id, data = self.raw(key)
         data = {name: as_array(value) for name, value in data.items()}
         if self.preprocess is not None:
             data = self.preprocess(utt_id, data)

@@ -28,8 +28,10 @@ SPACE = "<space>"
 LABEL = "label"
 
 
-def train_sentencepiece(texts: Iterable[str], bpemodel: Path, nbpe: int) -> None:
-    """Train ``bpemodel`` on ``texts`` the way ESPnet2's asr.sh does (unigram, full coverage)."""
+def train_sentencepiece(texts: Iterable[str], bpemodel: Path, nbpe: int, model_type: str = "unigram",
+                        character_coverage: float = 1.0) -> None:
+    """Train ``bpemodel`` on ``texts`` the way ESPnet2's asr.sh does (unigram, full coverage by
+    default; an egs3 recipe's ``tokenizer`` block may choose others)."""
     import sentencepiece as spm
 
     model = io.BytesIO()
@@ -38,8 +40,8 @@ def train_sentencepiece(texts: Iterable[str], bpemodel: Path, nbpe: int) -> None
             sentence_iterator=iter(list(texts)),
             model_writer=model,
             vocab_size=nbpe,
-            model_type="unigram",
-            character_coverage=1.0,
+            model_type=model_type,
+            character_coverage=character_coverage,
             input_sentence_size=100_000_000,
             minloglevel=2,
         )

@@ -15,6 +15,28 @@ from espnet3.systems.base.metric import DATASET_PREFIX, Metric
 from espnet3.storage import atomic_write_json
 
 
+def dataset_table(plan: DataPlan, split: str, name: str) -> dict[str, str]:
+    """``dataset:<name>`` as ``utt_id -> value``: a stream's file, a file beside the split's first
+    one, or, for a ``_target_`` dataset (an egs3 recipe's), each item's ``name`` as it returns it."""
+    source = plan.source(split)
+    if source.target is not None:
+        from espnet3.data.dataset import TargetDataset
+        from espnet3.utils.instantiate import instantiate
+
+        dataset = TargetDataset(instantiate(source.target, _convert_="all"), None, source.key)
+        table = {}
+        for key in dataset.keys():
+            utt_id, item = dataset.raw(key)
+            if name not in item or not isinstance(item[name], str):
+                raise ValueError(
+                    f"a metric reads `{DATASET_PREFIX}{name}` for split `{split}`, whose items have no text "
+                    f"`{name}` (keys: {', '.join(sorted(item))}); re-point the metric's input"
+                )
+            table[utt_id] = item[name]
+        return table
+    return _table(dataset_file(plan, split, name))
+
+
 def dataset_file(plan: DataPlan, split: str, name: str) -> Path:
     """The file behind ``dataset:<name>``: a data stream's file, or a file beside the split's first one."""
     source = plan.source(split)
@@ -37,13 +59,13 @@ def _table(path: Path) -> dict[str, str]:
     return read_table(path, "'<utt_id> <value>' lines", allow_empty_value=True)[0]
 
 
-def _source(plan: DataPlan, split: str, split_dir: Path, source: str, metric: Metric) -> Path:
+def _source(plan: DataPlan, split: str, split_dir: Path, source: str, metric: Metric) -> dict[str, str]:
     if source.startswith(DATASET_PREFIX):
-        return dataset_file(plan, split, source.removeprefix(DATASET_PREFIX))
+        return dataset_table(plan, split, source.removeprefix(DATASET_PREFIX))
     path = split_dir / source
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run the infer stage first (or re-point an input of {metric!r})")
-    return path
+    return _table(path)
 
 
 def measure(plan: DataPlan, metrics: Sequence[Metric], infer_dir: Path, splits: Sequence[str]
@@ -54,7 +76,7 @@ def measure(plan: DataPlan, metrics: Sequence[Metric], infer_dir: Path, splits: 
         split_dir = infer_dir / split
         result: dict[str, float] = {}
         for metric in metrics:
-            tables = {role: _table(_source(plan, split, split_dir, source, metric))
+            tables = {role: _source(plan, split, split_dir, source, metric)
                       for role, source in metric.inputs.items()}
             result.update(metric.score(tables))
         atomic_write_json(split_dir / "metrics.json", result)

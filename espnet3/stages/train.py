@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 from collections.abc import Sequence
@@ -158,6 +159,7 @@ def export_run(exp_dir: Path, train: TrainSpec, metrics: dict) -> TrainOutcome:
               f"{storage.home(path)}", flush=True)
     latest = _checkpoint(exp_dir, reports[-1])
     last = average_checkpoints([latest], exp_dir / "last.pth", weights=weights)
+    _write_lightning_names(exp_dir, train, reports, weights)
     result = {
         "metrics": metrics,
         "weights": weights,
@@ -174,6 +176,36 @@ def export_run(exp_dir: Path, train: TrainSpec, metrics: dict) -> TrainOutcome:
         for report in reports:
             shutil.rmtree(exp_dir / report.name, ignore_errors=True)
     return TrainOutcome(exp_dir=exp_dir, averaged_models=averaged, last_model=last, metrics=metrics)
+
+
+# Upstream ESPnet3's checkpoint names (its ModelCheckpoint callbacks'), which egs3 inference configs name.
+LIGHTNING_NAME = "epoch{epoch}_step{step}_{metric}.ckpt"
+LAST_CKPT = "last.ckpt"
+
+
+def _write_lightning_names(exp_dir: Path, train: TrainSpec, reports, weights: str) -> None:
+    """The kept checkpoints' weights under upstream ESPnet3's names: each criterion's top-K as
+    ``epoch{E}_step{S}_{metric}.ckpt`` and the latest as ``last.ckpt``, so an egs3 inference config's
+    ``asr_model_file: ${exp_dir}/epoch0_step1_valid.loss.ckpt`` decodes the model it means. They hold
+    the model's state dict as ESPnet2's inference loads it (a Lightning checkpoint's ``model.``
+    prefixed keys would load nothing there: ESPnet2 loads non-strictly); names that left the top-K
+    since the last export are removed."""
+    from espnet3.export import average_checkpoints
+
+    wanted = {}
+    for criterion in train.criteria:
+        for report in criterion.best(reports):
+            name = LIGHTNING_NAME.format(epoch=report.metrics.get("epoch"), step=report.metrics.get("step"),
+                                         metric=criterion.metric.replace("/", "."))
+            wanted[name] = report
+    pattern = LIGHTNING_NAME.format(epoch="*", step="*", metric="*")
+    for name in storage.listdir(storage.home(exp_dir)):
+        if fnmatch.fnmatch(name, pattern) and name not in wanted:
+            storage.delete(storage.join(storage.home(exp_dir), name))
+            (exp_dir / name).unlink(missing_ok=True)
+    for name, report in wanted.items():
+        average_checkpoints([_checkpoint(exp_dir, report)], exp_dir / name, weights=weights)
+    average_checkpoints([_checkpoint(exp_dir, reports[-1])], exp_dir / LAST_CKPT, weights=weights)
 
 
 def _checkpoint(exp_dir: Path, report) -> Path:

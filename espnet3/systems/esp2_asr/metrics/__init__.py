@@ -1,0 +1,1 @@
+"""Upstream's ASR metric paths (``metrics.wer.WER``, ``metrics.cer.CER``), scored by :mod:`espnet3.systems.asr.metrics`."""
