@@ -8,6 +8,7 @@ naming the key, the file and the fix.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -134,6 +135,31 @@ def test_a_gan_tts_recipe_trains_its_named_optimizers_on_two_workers(tmp_path):
     assert (exp / "last.ckpt").is_file() and best.stat().st_size > 0
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_espnet3_launch_takes_the_recipes_training_config_so_a_sweep_runs_over_it(tmp_path):
+    """`python -m espnet3.launch --sweep` with `base: conf/training.yaml`: the recipe's config, merged
+    over its TEMPLATE and translated as run.py does, is each trial's train.yaml."""
+    recipe = copy_recipe(tmp_path)
+    prepared = subprocess.run([sys.executable, "run.py", "--stages", "create_dataset", "train_tokenizer", *ROLES[:2]],
+                              cwd=recipe, capture_output=True, text=True, timeout=300)
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    (recipe / "sweep.yaml").write_text(yaml.safe_dump({
+        "base": "conf/training.yaml", "overrides": ["trainer.max_epochs=1"], "output_dir": "sweeps/lr",
+        "space": {"optimizer.lr": {"grid": [0.002, 0.004]}}, "metric": "valid/loss", "mode": "min",
+        "num_samples": 1, "max_concurrent_trials": 2, "workers_per_trial": 1, "cpus_per_worker": 1,
+    }))
+    result = subprocess.run([sys.executable, "-m", "espnet3.launch", "--sweep", "sweep.yaml", "--num-gpus", "0"],
+                            cwd=recipe, capture_output=True, text=True, timeout=840)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    with open(recipe / "sweeps" / "lr" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(float(r["optimizer.lr"]) for r in rows) == [0.002, 0.004]
+    assert all(r["status"] == "TERMINATED" and int(r["iterations"]) == 1 for r in rows), rows
+    for trial in (recipe / "sweeps" / "lr" / "trials").glob("*/train.yaml"):  # the recipe's, per trial
+        assert yaml.safe_load(trial.read_text())["data"]["train"]["_target_"].endswith("RecipeSplit")
+
+
 def test_dry_run_prints_the_plan_and_the_train_yaml_and_runs_nothing(tmp_path, monkeypatch, capsys, no_ray):
     recipe = copy_recipe(tmp_path)
     assert run_here(recipe, monkeypatch, "--stages", "train", "--dry_run", *ROLES[:2]) == 0
@@ -141,6 +167,31 @@ def test_dry_run_prints_the_plan_and_the_train_yaml_and_runs_nothing(tmp_path, m
     assert "python -m espnet3.launch --config" in out and "--num-workers 2" in out
     assert "lr: 0.002" in out and "warmup_steps: 10" in out  # the recipe's values over the TEMPLATE's
     assert not (recipe / "data").exists() and not (recipe / "exp").exists()
+
+
+def test_per_split_preprocessors_merge_over_the_shared_keys_and_each_split_gets_its_own(tmp_path, monkeypatch, capsys,
+                                                                                      no_ray):
+    """Upstream's `dataset.preprocessor: {shared keys, train: {...}, valid: {...}}` (mini_an4's
+    split_preprocessor config): train prepares the training split, valid the others."""
+    import numpy as np
+
+    from espnet3.utils.instantiate import instantiate
+
+    recipe = copy_recipe(tmp_path)
+    _edit(recipe, "training", lambda c: c["dataset"].update(preprocessor={
+        "gain": 2.0, "train": {"_target_": "toy_datasets.Louder"},
+        "valid": {"_target_": "toy_datasets.Louder", "gain": 0.5}}))
+    assert run_here(recipe, monkeypatch, "--stages", "train", "--dry_run", *ROLES[:2]) == 0
+    out = capsys.readouterr().out
+    converted = yaml.safe_load(out[out.index("name: training"):])
+    block = converted["preprocessor"]
+    assert block["train_preprocessor"] == {"_target_": "toy_datasets.Louder", "gain": 2.0}
+    assert block["eval_preprocessor"] == {"_target_": "toy_datasets.Louder", "gain": 0.5}
+    item = {"speech": np.ones(4, dtype=np.float32)}
+    for train, gain in ((True, 2.0), (False, 0.5)):
+        preprocess = instantiate(block, train=train)
+        assert preprocess.delegate.train is train
+        np.testing.assert_allclose(preprocess("utt", dict(item))["speech"], gain)
 
 
 def _edit(recipe: Path, role: str, edit) -> None:

@@ -1,4 +1,5 @@
-"""Load a train.yaml: merge over the package defaults, apply overrides, validate.
+"""Load a train.yaml (or an egs3 recipe's training config): merge over the package defaults, apply
+overrides, validate.
 
 Everything that can be wrong with a config is reported here, in the launching process,
 before Ray starts a worker that would fail minutes later in a log nobody reads.
@@ -47,7 +48,12 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"train config {path} does not exist")
-    cfg = merge_with_defaults(_load_user_file(path), path)
+    user = _load_user_file(path)
+    from espnet3.recipe.roles import is_recipe_config, recipe_train_yaml
+
+    if is_recipe_config(path, user):  # an egs3 recipe's conf/training.yaml: the train.yaml it amounts to
+        user = OmegaConf.create(recipe_train_yaml(path))
+    cfg = merge_with_defaults(user, path)
     apply_overrides(cfg, overrides, path)
     validate(cfg, path)
     return cfg

@@ -168,13 +168,13 @@ def _drop_preprocessing_options(training: RoleConfig, model: dict[str, Any]) -> 
     from espnet3.utils.task_utils import model_keys, preprocess_keys, resolve_task
 
     task = resolve_task(str(training.values["task"]))
-    keys = set(preprocess_keys(task))
+    known = set(model_keys(task))
+    keys = set(preprocess_keys(task)) - known
     for key in [k for k in model if k in keys]:
         if key not in TOKEN_OPTIONS:
             raise training.error(f"model.{key}", "is a preprocessing option of this task",
                                  "move it to `dataset.preprocessor`")
         model.pop(key)
-    known = set(model_keys(task))
     for key in [k for k in model if k not in known and k not in keys]:
         # Upstream builds from a Namespace that ignores it (mini_an4's transducer config names an
         # `encoder` its task has no choice for); dropped the same way, and said.
@@ -241,20 +241,37 @@ def _data(training: RoleConfig, recipe_dir: Path, inference: RoleConfig | None) 
     return data
 
 
+SPLIT_PREPROCESSORS = "espnet3.components.data.split_preprocessor.SplitPreprocessors"
+
+
 def _preprocessor(training: RoleConfig, block: Any) -> dict[str, Any]:
+    """The shared block, or upstream's per-split blocks (each merged over the shared keys; valid
+    defaults to train's, test to valid's) as one :class:`SplitPreprocessors` block."""
     block = dict(_plain(block))
-    if "_target_" not in block and {"train", "valid", "test"} & {k for k, v in block.items() if isinstance(v, Mapping)}:
-        raise training.error("dataset.preprocessor", "per-split preprocessors (train:/valid: blocks) are not "
-                             "supported yet: the workers prepare every split with one preprocessor, called with "
-                             "train=True for training and False otherwise",
-                             "give one shared block with a `_target_`")
+    splits = {k: block.pop(k) for k in ("train", "valid", "test") if isinstance(block.get(k), Mapping)}
+    if not splits:
+        return _split_block(training, "dataset.preprocessor", block)
+    if "train" not in splits:
+        raise training.error("dataset.preprocessor.train", "missing beside the other splits' blocks",
+                             "give the training split's block (upstream would train without a preprocessor)")
+    merged = {split: {**block, **splits[split]} for split in splits}
+    valid = merged.get("valid", merged["train"])
+    if merged.get("test", valid) != valid:
+        raise training.error("dataset.preprocessor.test", "differs from the valid block; the workers prepare "
+                             "valid and test sets alike", "drop the test block, or make it the valid block")
+    return {"_target_": SPLIT_PREPROCESSORS, "_recursive_": False,
+            "train_preprocessor": _split_block(training, "dataset.preprocessor.train", merged["train"]),
+            "eval_preprocessor": _split_block(training, "dataset.preprocessor.valid", valid)}
+
+
+def _split_block(training: RoleConfig, key: str, block: dict[str, Any]) -> dict[str, Any]:
     if "_target_" not in block:
-        raise training.error("dataset.preprocessor", "has no `_target_`",
+        raise training.error(key, "has no `_target_`",
                              "name the preprocessor class, e.g. espnet2.train.preprocessor.CommonPreprocessor")
     block.pop("train", None)  # set per split, as upstream's organizer does
-    for key in ("token_list", "bpemodel"):
-        if isinstance(block.get(key), str):
-            block[key] = _absolute(block[key])
+    for name in ("token_list", "bpemodel"):
+        if isinstance(block.get(name), str):
+            block[name] = _absolute(block[name])
     return block
 
 

@@ -19,8 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from espnet3.recipe.convert import RoleConfig, train_yaml, worker_count
 from espnet3.systems.base.system import ONLINE_STAGES, RAY_STAGES
@@ -96,9 +94,8 @@ def _all_stages(system_cls: type, args: argparse.Namespace) -> tuple[list[str], 
 
 
 def load_roles(system_cls: type, args: argparse.Namespace, stages: Sequence[str]) -> dict[str, RoleConfig]:
-    """Every role config the stages need, merged over ``egs3.TEMPLATE.<template>`` and resolved."""
-    from espnet3.config.errors import ConfigError
-    from espnet3.utils.config_utils import load_and_merge_config
+    """Every role config the stages need (:func:`espnet3.recipe.roles.load_roles`)."""
+    from espnet3.recipe import roles
 
     needed: dict[str, str] = {}
     for name in stages:
@@ -108,48 +105,14 @@ def load_roles(system_cls: type, args: argparse.Namespace, stages: Sequence[str]
         spec = system_cls.stage(name)
         for role in (spec.config,) if isinstance(spec.config, str) else spec.config:
             needed.setdefault(role, name)
-    loaded = {}
+    paths = {}
     for role, stage in needed.items():
-        path = getattr(args, f"{role}_config")
-        if path is None:
+        paths[role] = getattr(args, f"{role}_config")
+        if paths[role] is None:
             raise ValueError(f"stage `{stage}` reads the {role} config, which was not given: pass "
                              f"--{role}_config conf/{role}.yaml (or leave `{stage}` out of --stages)")
-        if not path.is_file():
-            raise FileNotFoundError(f"--{role}_config {path} does not exist")
-        try:
-            loaded[role] = load_and_merge_config(path, config_name=f"{role}.yaml", resolve=False,
-                                                 default_package=args.conf_package)
-        except (OmegaConfBaseException, yaml.YAMLError) as exc:
-            raise ConfigError(getattr(exc, "full_key", None) or "<file>", path, f"does not load ({exc})",
-                              "fix the YAML or the interpolation") from None
-    share_experiment(loaded)
-    configs = {}
-    for role, values in loaded.items():
-        path = getattr(args, f"{role}_config")
-        try:
-            OmegaConf.resolve(values)
-        except OmegaConfBaseException as exc:
-            raise ConfigError(getattr(exc, "full_key", None) or "<file>", path, f"does not resolve ({exc})",
-                              "fix the interpolation") from None
-        configs[role] = RoleConfig(role, path, values)
-    return configs
-
-
-def share_experiment(configs: dict) -> None:
-    """As upstream's runner does: the training config's ``exp_tag`` and ``exp_dir`` are every other
-    role's (inference reads the trained model there), and metrics and publication read the outputs
-    in the inference config's ``inference_dir``."""
-    training = configs.get("training")
-    if training is not None:
-        for role, values in configs.items():
-            if role != "training":
-                values.exp_tag = training.exp_tag
-                values.exp_dir = str(training.exp_dir)
-    inference = configs.get("inference")
-    if inference is not None:
-        for role in ("metrics", "publication"):
-            if role in configs:
-                configs[role].inference_dir = str(inference.inference_dir)
+    return roles.load_roles(paths, args.conf_package, recipe_dir=Path(sys.argv[0]).resolve().parent
+                            if Path(sys.argv[0]).name == "run.py" else None)
 
 
 class _Plan:

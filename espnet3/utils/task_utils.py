@@ -351,9 +351,12 @@ def config_code_dir(config_path: str | Path) -> Path:
     """The directory whose Python code a config may name (``src.my_model.MyModel``).
 
     The launcher ships it to Ray workers (``runtime_env`` ``py_modules``/``working_dir``)
-    so the same ``_target_`` resolves there.
+    so the same ``_target_`` resolves there. For an egs3 recipe's ``conf/<role>.yaml`` it is the
+    recipe directory, whose ``src/`` the recipe's ``_target_`` entries name.
     """
-    return Path(config_path).resolve().parent
+    from espnet3.recipe.roles import recipe_root
+
+    return recipe_root(config_path) or Path(config_path).resolve().parent
 
 
 def recipe_code(cfg: DictConfig, config_dir: str | Path) -> list[Path]:
