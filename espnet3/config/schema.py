@@ -119,6 +119,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("timeouts", "mapping"),
     FieldSpec("timeouts.worker_start_s", "number", minimum=1),
     FieldSpec("timeouts.collective_s", "number", minimum=1),
+    FieldSpec("timeouts.stall_s", "number", nullable=True, minimum=1),
     FieldSpec("logging", "mapping"),
     FieldSpec("logging.tensorboard", "bool"),
     FieldSpec("logging.wandb", "mapping", nullable=True),

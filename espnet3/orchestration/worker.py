@@ -106,6 +106,11 @@ def _fit(loop_config: dict[str, Any], console: WorkerConsole) -> None:
         counts = IterationCounts()
         callbacks = [counts, RayReportCallback(spec.criteria, console, notice, counts),
                      ConsoleProgress(spec.log_every_n_steps, console), ResumePosition(train_loader.batch_sampler)]
+        if loop_config.get("stall_board") is not None:
+            from espnet3.orchestration.watchdog import StallReporter
+
+            # First: its hooks run before any user callback that might never return.
+            callbacks.insert(0, StallReporter(loop_config["stall_board"], rank))
         trainer = _trainer(spec, module, callbacks, use_gpu, rank, Path(cfg["exp_dir"]), attempt.accumulate_grad_batches)
         ckpt_path = os.path.join(directory, CHECKPOINT_NAME) if directory else None
         trainer.fit(module, train_loader, valid_loader, ckpt_path=ckpt_path)

@@ -31,12 +31,13 @@ class TrainOutcome:
 
 def build_torch_trainer(
     cfg: DictConfig, spec: LaunchSpec, config_dir: Path, plan: DataPlan, callbacks: Sequence = (),
-    console_queue=None, stop_board=None,
+    console_queue=None, stop_board=None, stall_board=None,
 ):
     """The Ray Train run of ``cfg`` over the data of ``plan``; ``callbacks`` (Ray ``UserCallback``s)
     let a Tune trial forward its reports to Tune, ``console_queue`` receives the console lines
     (:class:`espnet3.orchestration.console.DriverConsole`), ``stop_board`` the launcher's request to
-    checkpoint and stop (:class:`espnet3.orchestration.preemption.StopBoard`)."""
+    checkpoint and stop (:class:`espnet3.orchestration.preemption.StopBoard`), ``stall_board`` the
+    ranks' progress for the stall watchdog (:mod:`espnet3.orchestration.watchdog`)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig
 
@@ -56,6 +57,9 @@ def build_torch_trainer(
     # forever for workers or for a peer in a collective.
     os.environ[WORKER_START_TIMEOUT_ENV] = str(cfg.timeouts.worker_start_s)
     os.environ[COLLECTIVE_TIMEOUT_ENV] = str(cfg.timeouts.collective_s)
+    from espnet3.orchestration.watchdog import enable_nccl_hang_detector
+
+    enable_nccl_hang_detector(spec.use_gpu)
     return espnet_trainer_class()(
         train_loop_per_worker,
         train_loop_config={
@@ -68,6 +72,7 @@ def build_torch_trainer(
             "cpus_per_worker": spec.cpus_per_worker,
             "console_queue": console_queue,
             "stop_board": stop_board,
+            "stall_board": stall_board,
             "storage_env": storage.worker_env(),
         },
         torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo", timeout_s=int(cfg.timeouts.collective_s)),
@@ -106,9 +111,12 @@ def run_train(cfg: DictConfig, spec: LaunchSpec, config_dir: Path, plan: DataPla
     from espnet3.orchestration.preemption import disarm
 
     try:
-        with DriverConsole() as console:
+        from espnet3.orchestration.watchdog import StallMonitor, start_board
+
+        board = start_board()
+        with DriverConsole() as console, StallMonitor(board, exp_dir, cfg.timeouts.get("stall_s")):
             result = build_torch_trainer(cfg, spec, config_dir, plan, console_queue=console.queue,
-                                         stop_board=stop_board).fit()
+                                         stop_board=stop_board, stall_board=board).fit()
     finally:
         disarm()  # a SIGTERM from here on stops at once
     outcome = export_run(exp_dir, train, dict(result.metrics or {}))
