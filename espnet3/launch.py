@@ -150,7 +150,7 @@ def submit_slurm(spec: LaunchSpec, checked) -> int:
 
         cpus = 1 + math.ceil(checked.max_concurrent_trials * trial_cpus(trial_launch(checked, spec)) / spec.slurm.nodes)
     try:
-        spec.slurm.check(spec.num_gpus)
+        spec.slurm.check(spec.num_gpus, cpus)
         script = atomic_write(local / slurm.SCRIPT, spec.slurm.script(spec.argv, str(local), str(checked.name or "sweep"), cpus))
         script.chmod(0o755)
         if spec.dry_run:

@@ -12,7 +12,7 @@ import pytest
 
 from espnet3 import launch
 from test_fault_tolerance import _env, _overrides, _wait_for, digits  # noqa: F401 (digits: the corpus fixture)
-from espnet3.orchestration.slurm import SCRIPT, SlurmSpec, _gpus, output_file, without_option
+from espnet3.orchestration.slurm import SCRIPT, Node, Partition, SlurmSpec, _gpus, output_file, without_option
 
 TINY = "configs/tiny_asr.yaml"
 REPO = Path(__file__).resolve().parents[1]
@@ -37,16 +37,35 @@ def test_bad_options_are_usage_errors(text, message, capsys):
     assert message in capsys.readouterr().err
 
 
+PARTITIONS = {
+    "cpu": Partition((Node(0, 16, 64000), Node(0, 16, 64000)), "1-00:00:00", default=True),
+    "gpu": Partition((Node(4, 32, 256000), Node(8, 64, 512000)), "infinite"),
+}
+
+
 def test_checks_against_the_partitions_sinfo_lists():
-    partitions = {"cpu": [0, 0], "gpu": [4, 8]}
-    SlurmSpec(partition="gpu", gpus_per_node=8, nodes=1).check(8, partitions)
+    SlurmSpec(partition="gpu", gpus_per_node=8, nodes=1).check(8, 9, PARTITIONS)
     with pytest.raises(ValueError, match="no such partition; use one of cpu, gpu"):
-        SlurmSpec(partition="gpus").check(0, partitions)
+        SlurmSpec(partition="gpus").check(0, 3, PARTITIONS)
     with pytest.raises(ValueError, match="at most 8 GPU"):
-        SlurmSpec(partition="gpu", gpus_per_node=16).check(0, partitions)
+        SlurmSpec(partition="gpu", gpus_per_node=16).check(0, 3, PARTITIONS)
     with pytest.raises(ValueError, match="--num-gpus 8 does not fit.*nodes=1,gpus_per_node=4"):
-        SlurmSpec(partition="gpu", gpus_per_node=4).check(8, partitions)
+        SlurmSpec(partition="gpu", gpus_per_node=4).check(8, 3, PARTITIONS)
     assert [_gpus(g) for g in ("(null)", "gpu:4", "gpu:a100:8(S:0-1)", "gpu:2,gpu:a100:2")] == [0, 4, 8, 4]
+
+
+@pytest.mark.parametrize("spec, cpus, message", [
+    (SlurmSpec(), 17, "asks for 17 CPUs per node .* partition cpu have at most 16: lower --num-workers"),
+    (SlurmSpec(partition="cpu", cpus_per_node=20), 3, r"asks for 20 CPUs per node \(cpus_per_node\)"),
+    (SlurmSpec(partition="gpu", nodes=2, gpus_per_node=8), 3, "nodes=2: partition gpu has 1 node"),
+    (SlurmSpec(partition="cpu", mem="100G"), 3, "mem=100G: the nodes of partition cpu have at most 64000 MB"),
+    (SlurmSpec(partition="cpu", time="2-00:00:00"), 3, "time=2-00:00:00: partition cpu allows at most 1-00:00:00"),
+], ids=["cpus", "cpus_per_node", "nodes", "mem", "time"])
+def test_a_job_no_node_of_the_partition_can_run_is_refused_naming_what_it_has(spec, cpus, message):
+    """The default partition (sinfo's `*`) when none is named; CPUs, GPUs, memory, nodes, time."""
+    with pytest.raises(ValueError, match=message):
+        spec.check(0, cpus, PARTITIONS)
+    SlurmSpec(partition="cpu", mem="16G", time="12:00:00", nodes=2).check(0, 16, PARTITIONS)
 
 
 def test_the_script_asks_for_the_warning_relays_it_and_requeues_a_stopped_run():
@@ -131,6 +150,22 @@ def _warn_and_wait_for_the_end(slurm, job: str, log: Path) -> str:
     assert slurm.job_state(job) == "COMPLETED", text[-3000:] + slurm.diagnosis(job)
     assert f"requeueing SLURM job {job}" in text
     return text
+
+
+def test_a_run_asking_for_more_cpus_than_the_test_slurms_node_has_is_refused_before_sbatch(slurm, digits, tmp_path):
+    """The one node declares its real CPU count (sinfo's); one worker more than it can host (plus
+    the driver's CPU) would stay PENDING forever: exit 2 naming what the partition has, no job."""
+    node_cpus = int(subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], env=slurm.env, capture_output=True, text=True,
+                                   check=True).stdout.split()[0])
+    proc = subprocess.run(
+        [sys.executable, "-m", "espnet3.launch", "--config", str(REPO / TINY), "--num-gpus", "0", "--num-workers",
+         str(node_cpus), "--slurm", "partition=debug", *_overrides(tmp_path / "exp", digits)],
+        cwd=tmp_path, env={**_env(), "SLURM_CONF": slurm.env["SLURM_CONF"]}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (f"asks for {node_cpus + 1} CPUs per node" in proc.stderr
+            and f"partition debug have at most {node_cpus}: lower --num-workers" in proc.stderr), proc.stderr
+    queue = subprocess.run(["squeue", "-h", "-o", "%i"], env=slurm.env, capture_output=True, text=True).stdout
+    assert not queue.strip(), f"no job was submitted: {queue}"
 
 
 @pytest.mark.slow
@@ -229,7 +264,7 @@ def test_the_job_of_a_sweep_asks_for_the_cpus_of_its_concurrent_trials(tmp_path,
     """2 trials at once x (1 worker x 1 CPU + the trial's 0.25) + the driver: 4 CPUs, not the 3 of a
     2-worker run; the script is written, not submitted (--dry-run, and no sinfo is asked)."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("espnet3.orchestration.slurm.query_partitions", lambda: {"debug": [0]})
+    monkeypatch.setattr("espnet3.orchestration.slurm.query_partitions", lambda: {"debug": Partition((Node(0, 8, 8000),))})
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text((REPO / "configs" / "sweep_tiny.yaml").read_text().replace(
         "base: tiny_asr.yaml", f"base: {REPO / TINY}") + f"output_dir: {tmp_path / 'out'}\n")

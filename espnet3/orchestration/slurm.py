@@ -85,11 +85,12 @@ class SlurmSpec:
             raise ValueError("--slurm: nodes and signal_s must be >= 1.")
         return spec
 
-    def check(self, num_gpus: int, partitions: dict[str, list[int]] | None = None) -> None:
-        """What the cluster can be asked before submitting (``partitions``: name -> GPUs per node, from ``sinfo``).
+    def check(self, num_gpus: int, cpus_per_node: int, partitions: dict[str, Partition] | None = None) -> None:
+        """The request against the partition's nodes and limits (``sinfo``): a job no node can run
+        would stay PENDING forever, looking like one that started.
 
         Raises:
-            ValueError: naming the option, what the cluster has and the fix.
+            ValueError: naming the option, what the partition has and the fix.
         """
         if num_gpus > self.nodes * self.gpus_per_node:
             raise ValueError(
@@ -99,10 +100,32 @@ class SlurmSpec:
         if self.partition is not None and self.partition not in partitions:
             raise ValueError(f"--slurm partition={self.partition}: sinfo lists no such partition; use one of "
                              f"{', '.join(sorted(partitions)) or '(none)'}.")
-        gpus = partitions.get(self.partition) if self.partition is not None else None
-        if gpus is not None and self.gpus_per_node > max(gpus, default=0):
-            raise ValueError(f"--slurm gpus_per_node={self.gpus_per_node}: the nodes of partition {self.partition} "
-                             f"have at most {max(gpus, default=0)} GPU(s); lower gpus_per_node or pick another partition.")
+        name = self.partition or next((n for n, p in partitions.items() if p.default), None)
+        if name is None:
+            return
+        partition, where = partitions[name], f"the nodes of partition {name}"
+        if self.gpus_per_node > max((n.gpus for n in partition.nodes), default=0):
+            raise ValueError(f"--slurm gpus_per_node={self.gpus_per_node}: {where} have at most "
+                             f"{max((n.gpus for n in partition.nodes), default=0)} GPU(s); lower gpus_per_node or pick "
+                             "another partition.")
+        cpus = self.cpus_per_node or cpus_per_node
+        most = max((n.cpus for n in partition.nodes), default=0)
+        if cpus > most:
+            asked = "cpus_per_node" if self.cpus_per_node else "the workers' CPUs on the busiest node + 1 for the driver"
+            raise ValueError(f"the job asks for {cpus} CPUs per node ({asked}) and {where} have at most {most}: "
+                             "lower --num-workers or --cpus-per-worker, spread over more nodes, or pick another "
+                             "partition.")
+        fitting = [n for n in partition.nodes if n.cpus >= cpus and n.gpus >= self.gpus_per_node]
+        if self.nodes > len(fitting):
+            raise ValueError(f"--slurm nodes={self.nodes}: partition {name} has {len(fitting)} node(s) with {cpus} "
+                             f"CPUs{f' and {self.gpus_per_node} GPUs' if self.gpus_per_node else ''}; lower nodes or "
+                             "pick another partition.")
+        if self.mem is not None and _megabytes(self.mem) > max(n.memory_mb for n in fitting):
+            raise ValueError(f"--slurm mem={self.mem}: {where} have at most {max(n.memory_mb for n in fitting)} MB; "
+                             "lower mem or pick another partition.")
+        if self.time is not None and partition.max_time_s is not None and _seconds(self.time) > partition.max_time_s:
+            raise ValueError(f"--slurm time={self.time}: partition {name} allows at most {partition.time_limit}; "
+                             "lower time (the job requeues itself at its limit) or pick another partition.")
 
     def script(self, launch_argv: list[str], exp_dir: str, job_name: str, cpus_per_node: int,
                python: str = sys.executable) -> str:
@@ -178,18 +201,73 @@ def without_option(argv: list[str], option: str) -> list[str]:
     return out
 
 
-def query_partitions() -> dict[str, list[int]]:
-    """Partition -> GPUs per node of its nodes (``sinfo``). Raises ValueError where there is no SLURM."""
+@dataclass(frozen=True)
+class Node:
+    """One node as ``sinfo`` lists it: GPUs, CPUs and memory (MB)."""
+
+    gpus: int
+    cpus: int
+    memory_mb: int
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A partition's nodes and time limit (``sinfo``'s ``%l``: ``1-00:00:00``, ``infinite``)."""
+
+    nodes: tuple[Node, ...]
+    time_limit: str = "infinite"
+    default: bool = False
+
+    @property
+    def max_time_s(self) -> int | None:
+        return None if self.time_limit in ("infinite", "UNLIMITED", "n/a") else _seconds(self.time_limit)
+
+
+def query_partitions() -> dict[str, Partition]:
+    """Every partition with its nodes and time limit (``sinfo``). Raises ValueError where there is no SLURM."""
     if shutil.which("sinfo") is None:
         raise ValueError("--slurm: `sinfo` is not on PATH; run the launch on a SLURM login node.")
-    proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%P|%G"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%P|%G|%c|%m|%l"], capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise ValueError(f"--slurm: sinfo failed ({proc.stderr.strip() or proc.returncode}); is slurmctld reachable?")
-    partitions: dict[str, list[int]] = {}
+    nodes: dict[str, list[Node]] = {}
+    limits: dict[str, str] = {}
+    default = None
     for line in proc.stdout.splitlines():
-        name, _, gres = line.partition("|")
-        partitions.setdefault(name.rstrip("*"), []).append(_gpus(gres))
-    return partitions
+        name, gres, cpus, memory, limit = (line.split("|") + [""] * 5)[:5]
+        if name.endswith("*"):
+            name = default = name.rstrip("*")
+        nodes.setdefault(name, []).append(Node(_gpus(gres), _number(cpus), _number(memory)))
+        limits[name] = limit.strip() or "infinite"
+    return {name: Partition(tuple(found), limits[name], name == default) for name, found in nodes.items()}
+
+
+def _number(text: str) -> int:
+    digits = "".join(c for c in text.strip().rstrip("+") if c.isdigit())
+    return int(digits) if digits else 0
+
+
+def _megabytes(mem: str) -> int:
+    """sbatch's ``--mem`` (``16G``, ``16000M``, ``16000``: MB) in MB."""
+    text = mem.strip().upper()
+    scale = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}.get(text[-1:], None)
+    value = text[:-1] if scale is not None else text
+    if not value.replace(".", "", 1).isdigit():
+        raise ValueError(f"--slurm mem={mem}: expected sbatch's form, e.g. 16G or 16000M.")
+    return int(float(value) * (scale or 1))
+
+
+def _seconds(limit: str) -> int:
+    """A SLURM time (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``) in seconds."""
+    days, _, clock = limit.strip().rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    if days:
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    elif len(parts) == 3:
+        hours, minutes, seconds = parts
+    else:
+        hours, (minutes, seconds) = 0, (parts + [0])[:2]
+    return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 def _gpus(gres: str) -> int:
