@@ -142,3 +142,13 @@ def test_large_splits_are_measured_by_ray_tasks_with_the_same_result(tmp_path, r
     parallel.shapes("train", parallel=True, log=True)
     for name in ("speech_shape", "text_shape"):
         assert (parallel.stats_dir / "train" / name).read_text() == (serial.stats_dir / "train" / name).read_text()
+
+
+@pytest.mark.parametrize("args, rate", [
+    ({"frontend": "default", "frontend_conf": {}}, 16000), ({"frontend_conf": {"fs": 8000}}, 8000),
+    ({"fs": "22.05k"}, 22050), ({"fs": 24000}, 24000), ({}, None),
+], ids=["asr-default-frontend", "frontend-fs", "tts-fs-string", "fs", "text-task"])
+def test_the_audio_rate_of_speech_units_is_what_espnet2s_args_give(args, rate):
+    from espnet3.data.preprocess import PreprocessSpec
+
+    assert PreprocessSpec(task="asr1", args=args).sample_rate() == rate

@@ -109,6 +109,39 @@ def test_the_line_shows_data_wait_after_the_eta():
     assert "data_wait" not in progress_line(2, 10, 40, 400, {"loss": 1.0}, 85.24, 310.2)
 
 
+def test_the_line_shows_audio_seconds_per_second_and_the_real_time_factor():
+    line = progress_line(2, 10, 40, 400, {"loss": 1.0}, 85.24, 310.2, 0.0412, audio_s_per_s=250.0)
+    assert " 85.2 utt/s 250.0 audio-s/s (RTF 0.0040) ETA 0:05:10 data_wait 4%" in line
+
+
+class SpeechToy(Toy):
+    """Trains on nothing of an ESPnet-style ``(ids, {"speech_lengths": ...})`` batch but its time."""
+
+    def training_step(self, batch, batch_idx):
+        time.sleep(self.step_delay)
+        loss = self.layer(torch.ones(1, 2)).sum()
+        self.log("train/loss", loss, on_step=True, on_epoch=False)
+        return loss
+
+
+def test_speech_units_come_from_the_batches_speech_lengths_with_no_host_sync_per_step():
+    """Two ranks' worth (world size 1 here) of 16 kHz audio: 2 utterances of 0.5 s and 1 s a batch."""
+    logger = Recording()
+    lines: list[str] = []
+    batch = (["a", "b"], {"speech_lengths": torch.tensor([8000, 16000])})
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=logger, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=EVERY,
+                        callbacks=[ConsoleProgress(EVERY, lines.append, sample_rate=16000)])
+    trainer.fit(SpeechToy(0.01), DataLoader([batch] * BATCHES, batch_size=None))
+    audio = [float(re.search(r" ([\d.]+) audio-s/s", line).group(1)) for line in lines]
+    utts = [float(re.search(r" ([\d.]+) utt/s", line).group(1)) for line in lines]
+    assert len(audio) == BATCHES // EVERY
+    for a, u in zip(audio, utts):
+        assert a == pytest.approx(0.75 * u, rel=0.01), "1.5 s of audio per 2 utterances"
+    logged = [metrics for metrics, _ in logger.calls if "train/audio_s_per_s" in metrics]
+    assert len(logged) == len(lines) and all(m["train/rtf"] == pytest.approx(1 / m["train/audio_s_per_s"]) for m in logged)
+
+
 def test_a_slow_dataset_shows_as_a_high_data_wait():
     lines = fit(item_delay=0.02)  # 40 ms to load a batch, a step of well under a millisecond
     assert len(lines) == BATCHES // EVERY

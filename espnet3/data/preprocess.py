@@ -69,6 +69,18 @@ class PreprocessSpec:
             return preprocessor(train=train, **self.common)
         return None
 
+    def sample_rate(self) -> int | None:
+        """The audio rate ESPnet2's args give (``fs``, or the frontend's ``fs``; its default frontend
+        assumes 16 kHz), for speech units in the progress line; ``None`` for a run without a
+        frontend or an ``fs`` (text tasks, ``_target_`` models)."""
+        args = self.args or {}
+        fs = args.get("fs") or (args.get("frontend_conf") or {}).get("fs")
+        if fs is None and args.get("frontend") == "default":
+            fs = 16000
+        if isinstance(fs, str):  # ESPnet2 also takes "16k"
+            fs = float(fs[:-1]) * 1000 if fs.lower().endswith("k") else float(fs)
+        return int(fs) if fs else None
+
     def collate_fn(self, train: bool) -> Callable:
         if self.task is not None:
             return self._task_cls().build_collate_fn(argparse.Namespace(**self.args), train)

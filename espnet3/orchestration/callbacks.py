@@ -248,10 +248,15 @@ class ConsoleProgress(L.Callback):
     """
 
     METRIC = "train/data_wait"
+    AUDIO_METRICS = ("train/audio_s_per_s", "train/rtf")
 
-    def __init__(self, every: int, send: Callable[[str], None]) -> None:
+    def __init__(self, every: int, send: Callable[[str], None], sample_rate: int | None = None) -> None:
         self.every = max(1, every)
         self.send = send
+        # Speech units: the batches' `speech_lengths` (samples) at `sample_rate`, summed on the
+        # batch's device and read once per line (no host sync per step).
+        self.sample_rate = sample_rate
+        self._samples = None
         self._utterances = 0
         self._since = time.perf_counter()
         self._start: tuple[float, int] = (self._since, 0)
@@ -295,15 +300,22 @@ class ConsoleProgress(L.Callback):
         self._batch_start = None
         if isinstance(batch, (tuple, list)):
             self._utterances += len(batch[0])
+            lengths = batch[1].get("speech_lengths") if len(batch) > 1 and isinstance(batch[1], dict) else None
+            if self.sample_rate and isinstance(lengths, torch.Tensor):
+                total = lengths.detach().sum()
+                self._samples = total if self._samples is None else self._samples + total
         done = self._done(trainer)
         if done % self.every:
             self._mark = time.perf_counter()
             return
         if trainer.global_rank != 0:
-            self._utterances, self._waited, self._elapsed = 0, 0.0, 0.0
+            self._utterances, self._waited, self._elapsed, self._samples = 0, 0.0, 0.0, None
             self._mark = time.perf_counter()
             return
         rate = self._utterances * trainer.world_size / max(now - self._since, 1e-9)
+        audio = None  # rank 0's audio times the ranks, as utt/s counts rank 0's utterances
+        if self._samples is not None:
+            audio = float(self._samples) / self.sample_rate * trainer.world_size / max(now - self._since, 1e-9)
         started, done_before = self._start
         eta = None
         if self._total is not None and done > done_before:
@@ -315,20 +327,23 @@ class ConsoleProgress(L.Callback):
         }
         data_wait = self._waited / self._elapsed if self._elapsed > 0 else None
         epoch, max_epochs = trainer.current_epoch + 1, self._max_epochs(trainer)
-        self.send(progress_line(epoch, max_epochs, done, self._total, losses, rate, eta, data_wait))
-        if data_wait is not None:
-            self._log(trainer, data_wait)
-        self._utterances, self._since = 0, now
+        self.send(progress_line(epoch, max_epochs, done, self._total, losses, rate, eta, data_wait, audio))
+        scalars = {} if data_wait is None else {self.METRIC: data_wait}
+        if audio:
+            scalars.update(zip(self.AUDIO_METRICS, (audio, 1 / audio)))
+        if scalars:
+            self._log(trainer, scalars)
+        self._utterances, self._since, self._samples = 0, now, None
         self._waited = self._elapsed = 0.0
         self._mark = time.perf_counter()  # the line and the scalar are not waiting for data
 
-    def _log(self, trainer: L.Trainer, data_wait: float) -> None:
+    def _log(self, trainer: L.Trainer, scalars: dict[str, float]) -> None:
         # Written where Lightning writes the module's train/* scalars for this batch (and where
         # LearningRateMonitor writes the learning rates): at the count of batches that stepped,
         # which ``global_step`` trails once the NaN guard skips an optimizer step.
         step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step)
         for logger in trainer.loggers:
-            logger.log_metrics({self.METRIC: data_wait}, step=step)
+            logger.log_metrics(scalars, step=step)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         self._mark = time.perf_counter()  # validation is neither data wait nor step time
