@@ -159,6 +159,10 @@ def submit_slurm(spec: LaunchSpec, checked) -> int:
         job = slurm.submit(script)
     except ValueError as exc:
         raise ConfigError("--slurm", "the command line", str(exc).removeprefix("--slurm: "), None) from None
+    if spec.config is not None:  # a sweep's output_dir must stay empty until the job starts it
+        from espnet3.orchestration.status import submitted
+
+        submitted(local, job)
     print(f"[espnet3] submitted SLURM job {job}: {script}; its output -> {slurm.output_file(local, job)}", flush=True)
     return 0
 
@@ -273,8 +277,17 @@ def run(spec: LaunchSpec, cfg: DictConfig) -> int:
 
     exp_dir = Path(cfg.exp_dir)
     fetch_run_files(cfg, fresh="train" in spec.stages and not spec.resume)
+    from espnet3.orchestration.status import RunStatus
+
+    status = RunStatus(exp_dir, spec.stages)
     try:
-        return _run_stages(spec, cfg, config_dir, exp_dir)
+        code = _run_stages(spec, cfg, config_dir, exp_dir, status)
+        status.update(state="finished", stage=None)
+        return code
+    except BaseException as exc:
+        status.update(state="stopped" if isinstance(exc, KeyboardInterrupt) else "failed",
+                      error=f"{type(exc).__name__}: {str(exc)[:500]}")
+        raise
     finally:
         from espnet3.orchestration.console import DRIVER_LOG, LOG_DIR
 
@@ -282,7 +295,7 @@ def run(spec: LaunchSpec, cfg: DictConfig) -> int:
             storage.push(exp_dir / LOG_DIR / DRIVER_LOG)
 
 
-def _run_stages(spec: LaunchSpec, cfg: DictConfig, config_dir: Path, exp_dir: Path) -> int:
+def _run_stages(spec: LaunchSpec, cfg: DictConfig, config_dir: Path, exp_dir: Path, status) -> int:
     from espnet3 import storage
     from espnet3.config.loader import save_config
     from espnet3.config.preflight import check_trainable, settle_criteria
@@ -318,6 +331,7 @@ def _run_stages(spec: LaunchSpec, cfg: DictConfig, config_dir: Path, exp_dir: Pa
         stop_on_sigterm()
         plan.prepare_shapes(splits, parallel=True)
         if pending_stats:
+            status.stage("collect_stats")
             stats_dir = collect_stats(factory, model_cfg, plan)
             print(f"[espnet3] feature statistics -> {stats_dir}", flush=True)
             check_trainable(plain, lambda: build_model(cfg, config_dir, plan), spec.config)
@@ -330,10 +344,13 @@ def _run_stages(spec: LaunchSpec, cfg: DictConfig, config_dir: Path, exp_dir: Pa
 
         write_run_file(exp_dir, spec)
         record_requeue(exp_dir)
-        run_train(cfg, spec, config_dir, plan, stop_board=start_board())
+        status.stage("train")
+        run_train(cfg, spec, config_dir, plan, stop_board=start_board(), status=status)
     if {"infer", "measure"} & set(spec.stages):
+        status.stage("evaluate")
         run_evaluation(spec, evaluation_plan(cfg), plan)
     if "pack" in spec.stages:
+        status.stage("pack")
         from espnet3.stages.pack import pack
 
         evaluation = evaluation_plan(cfg)

@@ -181,6 +181,10 @@ def test_a_submitted_run_and_sweep_checkpoint_at_the_warning_requeue_and_finish(
         "--config", str(REPO / TINY), "--num-gpus", "0", "--num-workers", "1", "trainer.max_epochs=6",
         "callbacks=[{_target_: src.pace.Pace}]", *_overrides(run / "exp", digits),
         "--slurm", "partition=debug,time=00:30:00,signal_s=60,max_requeues=2"])
+    status = subprocess.run([sys.executable, "-m", "espnet3.status", str(run / "exp")], capture_output=True, text=True,
+                            env={**_env(), "SLURM_CONF": slurm.env["SLURM_CONF"]}, timeout=60)
+    # SLURM's state and reason while it waits (or the launcher's own, once the job has started)
+    assert re.search(rf"state: (SLURM job {run_job}: (PENDING|RUNNING|CONFIGURING)|running)", status.stdout), status
     sweep = tmp_path / "sweep"
     sweep_job = _submit_sweep(slurm, sweep, digits)
     with ThreadPoolExecutor(2) as pool:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from espnet3.orchestration.watchdog import STALL_FLOOR_S, STALL_STEPS, RankState, find_stall, stall_threshold
-from test_fault_tolerance import TIMEOUT_S, TINY, _attempts, _env, _overrides, digits  # noqa: F401
+from test_fault_tolerance import TIMEOUT_S, TINY, _attempts, _env, _overrides, _wait_for, digits  # noqa: F401
 
 BLOCK = """
 import json, os, threading, time
@@ -71,20 +71,38 @@ def test_gpu_runs_turn_on_rays_nccl_hang_detector_in_observe_mode_unless_the_use
     assert chosen["RAY_TRAIN_NCCL_RAS_ACTION"] == "fail"
 
 
+def _status(exp: Path) -> str:
+    proc = subprocess.run([sys.executable, "-m", "espnet3.status", str(exp)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(TIMEOUT_S + 120)
 def test_a_blocked_rank_is_found_its_stacks_written_and_the_attempt_restarted(digits, tmp_path):
-    exp, marker = tmp_path / "exp", tmp_path / "blocked.json"
+    """Also `python -m espnet3.status` on the running run (its stage, progress and every rank's
+    place) and on the finished one."""
+    exp, marker, log = tmp_path / "exp", tmp_path / "blocked.json", tmp_path / "launch.log"
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "block.py").write_text(BLOCK.format(step=5, marker=str(marker)))
-    result = subprocess.run(
-        [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "2",
-         "trainer.max_epochs=3", "max_failures=1", "timeouts.stall_s=15", "callbacks=[{_target_: src.block.Block}]",
-         *_overrides(exp, digits), "--stages", "train"],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S,
-    )
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-4000:]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "2",
+             "trainer.max_epochs=3", "max_failures=1", "timeouts.stall_s=15", "callbacks=[{_target_: src.block.Block}]",
+             *_overrides(exp, digits), "--stages", "train"],
+            cwd=tmp_path, env=_env(), stdout=out, stderr=subprocess.STDOUT, text=True,
+        )
+    try:
+        # while rank 1 is blocked: the status shows the run, its progress and both ranks' places
+        _wait_for(lambda: marker.exists() and "rank 1 on" in _status(exp), "a status with the ranks", proc,
+                  logs=(log,))
+        running = _status(exp)
+        assert "state: running, stage train" in running and "progress: epoch" in running, running
+        proc.wait(timeout=TIMEOUT_S)
+    finally:
+        proc.kill()
+    out = log.read_text()
+    assert proc.returncode == 0, out[-4000:]
     (line,) = [l for l in out.splitlines() if l.startswith("[espnet3] stall:")]
     assert "behind: rank 1 " in line and "after step, last step 5" in line, line
     assert "Stacks of 2/2 ranks" in line and str(exp / "logs" / "stall-1") in line, line
@@ -95,3 +113,6 @@ def test_a_blocked_rank_is_found_its_stacks_written_and_the_attempt_restarted(di
     assert found_at - json.loads(marker.read_text())["blocked_at"] < 180, "found within 3 minutes"
     assert _attempts(exp) == 2, "the stalled attempt ended and Ray Train restarted the group once"
     assert json.loads((exp / "train_result.json").read_text())["metrics"]["step"] > 5, "and the run finished"
+    finished = _status(exp)
+    assert "state: finished" in finished and "attempts: 2 (world sizes 2, 2)" in finished, finished
+    assert "finished training:" in finished and "last checkpoint:" in finished, finished

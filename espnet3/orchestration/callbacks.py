@@ -250,9 +250,11 @@ class ConsoleProgress(L.Callback):
     METRIC = "train/data_wait"
     AUDIO_METRICS = ("train/audio_s_per_s", "train/rtf")
 
-    def __init__(self, every: int, send: Callable[[str], None], sample_rate: int | None = None) -> None:
+    def __init__(self, every: int, send: Callable[[str], None], sample_rate: int | None = None,
+                 exp_dir: str | None = None) -> None:
         self.every = max(1, every)
         self.send = send
+        self.exp_dir = exp_dir  # where the line's numbers are also kept (exp_dir/status/progress.json)
         # Speech units: the batches' `speech_lengths` (samples) at `sample_rate`, summed on the
         # batch's device and read once per line (no host sync per step).
         self.sample_rate = sample_rate
@@ -328,6 +330,13 @@ class ConsoleProgress(L.Callback):
         data_wait = self._waited / self._elapsed if self._elapsed > 0 else None
         epoch, max_epochs = trainer.current_epoch + 1, self._max_epochs(trainer)
         self.send(progress_line(epoch, max_epochs, done, self._total, losses, rate, eta, data_wait, audio))
+        if self.exp_dir is not None:
+            from espnet3.orchestration.status import write_progress
+
+            write_progress(self.exp_dir, {"epoch": epoch, "max_epochs": max_epochs, "step": done,
+                                          "total_steps": self._total, "losses": losses, "utt_per_s": rate,
+                                          "audio_s_per_s": audio, "eta_s": eta, "data_wait": data_wait,
+                                          "world_size": trainer.world_size})
         scalars = {} if data_wait is None else {self.METRIC: data_wait}
         if audio:
             scalars.update(zip(self.AUDIO_METRICS, (audio, 1 / audio)))

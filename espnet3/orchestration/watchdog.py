@@ -258,11 +258,22 @@ class StallReporter(L.Callback):
                 os.kill(os.getpid(), signal.SIGKILL)
 
 
+# How often the driver writes the ranks' pace into the run's status file.
+STATUS_EVERY_S = 15.0
+
+
+def _pace(state: RankState) -> dict:
+    return {"host": state.host, "pid": state.pid, "step": state.step, "phase": state.phase,
+            "idle_s": round(time.time() - state.progress, 1), "median_step_s": state.median_step_s}
+
+
 class StallMonitor:
     """The driver's side: reads the board while ``fit()`` runs and acts on a stall (module doc)."""
 
-    def __init__(self, board, exp_dir: Path, stall_s: float | None, poll_s: float = 5.0) -> None:
+    def __init__(self, board, exp_dir: Path, stall_s: float | None, status=None, poll_s: float = 5.0) -> None:
         self.board, self.exp_dir, self.stall_s, self.poll_s = board, Path(exp_dir), stall_s, poll_s
+        self.status = status  # a RunStatus: the ranks' place and pace for `python -m espnet3.status`
+        self._status_written = 0.0
         self.stalls = 0
         self.since = 0.0  # after a stall, only the restarted attempt's workers count
         self._stop = threading.Event()
@@ -288,6 +299,9 @@ class StallMonitor:
             now = time.time()
             states = {int(r): RankState(**s) for r, s in raw.items()
                       if s["started"] >= self.since and now - s["beat"] < GONE_S}
+            if self.status is not None and states and now - self._status_written >= STATUS_EVERY_S:
+                self.status.ranks({r: _pace(st) for r, st in states.items()})
+                self._status_written = now
             found = find_stall(states, self.stall_s, now)
             if found is not None:
                 self._act(states, *found)

@@ -105,7 +105,7 @@ def _fit(loop_config: dict[str, Any], console: WorkerConsole) -> None:
 
         counts = IterationCounts()
         callbacks = [counts, RayReportCallback(spec.criteria, console, notice, counts),
-                     ConsoleProgress(spec.log_every_n_steps, console, plan.preprocess.sample_rate()),
+                     ConsoleProgress(spec.log_every_n_steps, console, plan.preprocess.sample_rate(), cfg["exp_dir"]),
                      ResumePosition(train_loader.batch_sampler)]
         if loop_config.get("stall_board") is not None:
             from espnet3.orchestration.watchdog import StallReporter

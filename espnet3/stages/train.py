@@ -102,7 +102,8 @@ def build_torch_trainer(
     )
 
 
-def run_train(cfg: DictConfig, spec: LaunchSpec, config_dir: Path, plan: DataPlan, stop_board=None) -> TrainOutcome:
+def run_train(cfg: DictConfig, spec: LaunchSpec, config_dir: Path, plan: DataPlan, stop_board=None,
+              status=None) -> TrainOutcome:
     from espnet3.orchestration.console import LOG_DIR, DriverConsole
 
     exp_dir = Path(cfg.exp_dir).resolve()
@@ -114,7 +115,7 @@ def run_train(cfg: DictConfig, spec: LaunchSpec, config_dir: Path, plan: DataPla
         from espnet3.orchestration.watchdog import StallMonitor, start_board
 
         board = start_board()
-        with DriverConsole() as console, StallMonitor(board, exp_dir, cfg.timeouts.get("stall_s")):
+        with DriverConsole() as console, StallMonitor(board, exp_dir, cfg.timeouts.get("stall_s"), status):
             result = build_torch_trainer(cfg, spec, config_dir, plan, console_queue=console.queue,
                                          stop_board=stop_board, stall_board=board).fit()
     finally:
