@@ -6,7 +6,7 @@ Starts ``python -m espnet3.launch`` (2 CPU workers, train stage only), waits unt
 training step, reads every process's CPU time (``/proc/<pid>/stat`` utime + stime) twice,
 ``--seconds`` apart, then stops the run and prints each process's share of one core. On a machine
 with as many cores as training workers, this is the profile behind the throughput comparison: what
-Ray's own processes take is what the workers lose (README, Performance).
+Ray's own processes take is what the workers lose (docs/performance.md).
 """
 
 from __future__ import annotations

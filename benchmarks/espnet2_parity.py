@@ -56,7 +56,7 @@ def espnet3_side(run: Path, cfg) -> dict:
     launched = datetime.datetime.fromisoformat(json.loads((run / "run.json").read_text())["launched_at"]).timestamp()
     return {
         "metrics": _metrics(run / "infer", cfg.data.test),
-        "train_s": round(last - started, 1),  # workers' start to the last checkpoint (the README's)
+        "train_s": round(last - started, 1),  # workers' start to the last checkpoint (docs/performance.md's)
         "total_s": round((run / "train_result.json").stat().st_mtime - launched, 1),  # launch to averaged model
         "best_valid_loss": min(r.metrics["valid/loss"] for r in reports if "valid/loss" in r.metrics),
         "steps": int(json.loads((run / "train_result.json").read_text())["metrics"]["step"]),
