@@ -69,6 +69,8 @@ def describe(exp_dir: str) -> list[str]:
     live = (run or {}).get("state") == "running"  # an ended run's last pace is history, not news
     for rank, pace in sorted(((run or {}).get("ranks") or {}).items() if live else [], key=lambda item: int(item[0])):
         median = f"{pace['median_step_s']:.3f} s/step" if pace.get("median_step_s") else "warming up"
+        if pace.get("busy_s") is not None:
+            median += f" ({pace['busy_s']:.3f} s its own work)"
         lines.append(f"  rank {rank} on {pace['host']}: step {pace['step']}, {pace['phase']}, {median}, last "
                      f"progress {pace['idle_s']} s before the update")
     attempts = read_attempts(exp_dir)

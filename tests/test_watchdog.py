@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from espnet3.orchestration.watchdog import STALL_FLOOR_S, STALL_STEPS, RankState, find_stall, stall_threshold
+from espnet3.orchestration.watchdog import (STALL_FLOOR_S, STALL_STEPS, RankState, find_stall, find_stragglers,
+                                           stall_threshold)
 from test_fault_tolerance import TIMEOUT_S, TINY, _attempts, _env, _overrides, _wait_for, digits  # noqa: F401
 
 BLOCK = """
@@ -23,7 +24,18 @@ import lightning as L
 
 
 class Block(L.Callback):
-    '''Rank 1 never returns from step {step}'s end, in the first attempt only.'''
+    '''In the first attempt only, rank 1 is slow (a straggler: its model's forward takes 0.3 s more)
+    and never returns from step {step}'s end.'''
+
+    def setup(self, trainer, pl_module, stage):
+        if trainer.global_rank == 1 and not os.path.exists({marker!r}):
+            forward = pl_module.model.forward
+
+            def slow_forward(*args, **kwargs):
+                time.sleep(0.3)
+                return forward(*args, **kwargs)
+
+            pl_module.model.forward = slow_forward
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         marker = {marker!r}
@@ -48,6 +60,18 @@ def test_the_rank_furthest_behind_is_named_once_no_rank_progressed_for_the_thres
     # a rank that finished fewer steps is behind, whatever its phase
     states[1] = state(1, 4, "optimizer", progress=99.0)
     assert find_stall(states, stall_s=30, now=200.0)[0] == [1]
+
+
+def test_a_rank_doing_half_again_the_other_ranks_median_work_per_step_is_a_straggler():
+    def busy(rank, seconds, steps_done=10):
+        st = state(rank, 5, "forward", 0.0, steps_done=steps_done)
+        st.busy_s = seconds
+        return st
+
+    assert find_stragglers({0: busy(0, 0.10), 1: busy(1, 0.12), 2: busy(2, 0.40)}) == {2: pytest.approx(0.11)}
+    assert find_stragglers({0: busy(0, 0.10), 1: busy(1, 0.16)}) == {1: 0.10}, "two ranks: against the other one"
+    assert find_stragglers({0: busy(0, 0.010), 1: busy(1, 0.030)}) == {}, "3x, but 20 ms: noise, not a straggler"
+    assert find_stragglers({0: busy(0, 0.1), 1: busy(1, 0.5, steps_done=1)}) == {}, "not before its warm-up"
 
 
 def test_the_default_threshold_follows_the_runs_own_pace_and_waits_for_it():
@@ -103,6 +127,8 @@ def test_a_blocked_rank_is_found_its_stacks_written_and_the_attempt_restarted(di
         proc.kill()
     out = log.read_text()
     assert proc.returncode == 0, out[-4000:]
+    (slow,) = [l for l in out.splitlines() if l.startswith("[espnet3] straggler:")]
+    assert slow.startswith("[espnet3] straggler: rank 1 on "), slow
     (line,) = [l for l in out.splitlines() if l.startswith("[espnet3] stall:")]
     assert "behind: rank 1 " in line and "after step, last step 5" in line, line
     assert "Stacks of 2/2 ranks" in line and str(exp / "logs" / "stall-1") in line, line

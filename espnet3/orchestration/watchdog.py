@@ -13,7 +13,11 @@ then fails without saying which rank or where. Here:
   furthest behind (the others wait for them in a collective), has every rank write its Python
   stacks (py-spy where it can attach, else faulthandler) into ``exp_dir/logs/stall-<n>/``, prints
   one line, and ends the stalled rank(s): Ray Train fails the attempt and restarts it from the last
-  checkpoint as ``max_failures`` allows.
+  checkpoint as ``max_failures`` allows;
+* the same records show every rank's pace: the median step time and the rank's own work per step
+  (its forward pass, which no collective evens out), written to the
+  run's status file and to TensorBoard (``tensorboard/ranks``), and a rank whose own work is 1.5x
+  the other ranks' median is named in a straggler line.
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ STALL_FLOOR_S = 120.0
 # Steps an attempt must finish before its pace is known (the first ones compile, warm caches).
 WARMUP_STEPS = 3
 BEAT_S = 2.0
+# A straggler: a rank whose own work per step (data wait + forward) is this many times the ranks'
+# median, and at least STRAGGLER_MIN_S longer (a few ms of noise on tiny steps is no straggler);
+# said again for the same rank after STRAGGLER_REPEAT_S at the earliest.
+STRAGGLER_RATIO = 1.5
+STRAGGLER_MIN_S = 0.05
+STRAGGLER_REPEAT_S = 300.0
 # A rank whose process sent nothing for this long has ended (a finished or failed attempt's).
 GONE_S = 30.0
 # How long the driver waits for the ranks' stack files before it ends the stalled ranks anyway.
@@ -62,10 +72,30 @@ class RankState:
     progress: float = 0.0  # wall clock of its last progress (a step, a validation batch, a checkpoint)
     steps_done: int = 0  # steps finished in this attempt
     median_step_s: float | None = None
+    # The median of this rank's own work per step: its forward pass (the training step up to its
+    # first backward), where no collective runs; every other part of a DDP step waits for the
+    # slowest rank (Lightning's and DDP's broadcasts before it, the gradient all-reduce after).
+    busy_s: float | None = None
     beat: float = 0.0  # wall clock of the send: a process that stopped sending is gone, not stalled
 
     def position(self) -> tuple[int, int]:
         return self.step, PHASES.index(self.phase)
+
+
+def find_stragglers(states: Mapping[int, RankState]) -> dict[int, float]:
+    """Ranks whose own work per step is at least STRAGGLER_RATIO times the median of the other
+    ranks' (and STRAGGLER_MIN_S more): ``rank -> that median``. The others', not all ranks': with
+    two ranks a median that includes the straggler halves its lead."""
+    busy = {r: s.busy_s for r, s in states.items() if s.busy_s is not None and s.steps_done >= WARMUP_STEPS}
+    slow = {}
+    for rank, own in sorted(busy.items()):
+        others = [b for r, b in busy.items() if r != rank]
+        if not others:
+            continue
+        median = statistics.median(others)
+        if own >= STRAGGLER_RATIO * median and own - median >= STRAGGLER_MIN_S:
+            slow[rank] = median
+    return slow
 
 
 def stall_threshold(states: Mapping[int, RankState], stall_s: float | None) -> float | None:
@@ -179,6 +209,8 @@ class StallReporter(L.Callback):
         self.state = RankState(rank=rank, pid=os.getpid(), host=socket.gethostname(), started=now, progress=now)
         self._last_step_end: float | None = None
         self._durations: deque[float] = deque(maxlen=50)
+        self._forward_start: float | None = None
+        self._busy: deque[float] = deque(maxlen=50)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="espnet3-stall-reporter", daemon=True)
 
@@ -197,6 +229,15 @@ class StallReporter(L.Callback):
             return result
 
         pl_module.on_train_batch_end = on_train_batch_end
+        # DDP calls the module's training_step after its own broadcasts: from here to the first
+        # backward the rank works alone.
+        training_step = pl_module.training_step
+
+        def timed_training_step(*args, **kwargs):
+            self._forward_start = time.time()
+            return training_step(*args, **kwargs)
+
+        pl_module.training_step = timed_training_step
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.state.step = trainer.global_step
@@ -212,6 +253,9 @@ class StallReporter(L.Callback):
         self.state.phase = "forward"
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
+        if self._forward_start is not None:  # the step's first backward (a GAN step has one per turn)
+            self._busy.append(time.time() - self._forward_start)
+            self._forward_start = None
         self.state.phase = "backward"
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
@@ -226,6 +270,7 @@ class StallReporter(L.Callback):
         self.state.steps_done += 1
         if self.state.steps_done >= WARMUP_STEPS:
             self.state.median_step_s = statistics.median(self._durations)
+            self.state.busy_s = statistics.median(self._busy) if self._busy else None
         self._progress("after step")
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
@@ -264,7 +309,8 @@ STATUS_EVERY_S = 15.0
 
 def _pace(state: RankState) -> dict:
     return {"host": state.host, "pid": state.pid, "step": state.step, "phase": state.phase,
-            "idle_s": round(time.time() - state.progress, 1), "median_step_s": state.median_step_s}
+            "idle_s": round(time.time() - state.progress, 1), "median_step_s": state.median_step_s,
+            "busy_s": state.busy_s}
 
 
 class StallMonitor:
@@ -274,6 +320,8 @@ class StallMonitor:
         self.board, self.exp_dir, self.stall_s, self.poll_s = board, Path(exp_dir), stall_s, poll_s
         self.status = status  # a RunStatus: the ranks' place and pace for `python -m espnet3.status`
         self._status_written = 0.0
+        self._stragglers_said: dict[int, float] = {}
+        self._tensorboard = None
         self.stalls = 0
         self.since = 0.0  # after a stall, only the restarted attempt's workers count
         self._stop = threading.Event()
@@ -286,6 +334,11 @@ class StallMonitor:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        if self._tensorboard is not None:
+            from espnet3 import storage
+
+            self._tensorboard.close()
+            storage.push_tree(self._tensorboard.log_dir)  # a run in a bucket: beside rank 0's logs
 
     def _run(self) -> None:
         import ray
@@ -299,12 +352,40 @@ class StallMonitor:
             now = time.time()
             states = {int(r): RankState(**s) for r, s in raw.items()
                       if s["started"] >= self.since and now - s["beat"] < GONE_S}
-            if self.status is not None and states and now - self._status_written >= STATUS_EVERY_S:
-                self.status.ranks({r: _pace(st) for r, st in states.items()})
+            if states and now - self._status_written >= STATUS_EVERY_S:
+                self._record_pace(states)
                 self._status_written = now
+            self._say_stragglers(states, now)
             found = find_stall(states, self.stall_s, now)
             if found is not None:
                 self._act(states, *found)
+
+    def _say_stragglers(self, states: dict[int, RankState], now: float) -> None:
+        for rank, median in find_stragglers(states).items():
+            if now - self._stragglers_said.get(rank, -STRAGGLER_REPEAT_S) < STRAGGLER_REPEAT_S:
+                continue
+            self._stragglers_said[rank] = now
+            state = states[rank]
+            print(f"[espnet3] straggler: rank {rank} on {state.host} (pid {state.pid}) works {state.busy_s:.3f} s per "
+                  f"step in its forward pass, {state.busy_s / median:.1f}x the other ranks' median "
+                  f"{median:.3f} s; every step waits for it", flush=True)
+
+    def _record_pace(self, states: dict[int, RankState]) -> None:
+        """The ranks' pace into the run's status file and TensorBoard (``tensorboard/ranks``:
+        ``pace/rank<r>/{step_s,busy_s}`` at each rank's step)."""
+        if self.status is not None:
+            self.status.ranks({r: _pace(st) for r, st in states.items()})
+        from espnet3.orchestration.extensions import TENSORBOARD_DIR
+
+        if self._tensorboard is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tensorboard = SummaryWriter(str(self.exp_dir / TENSORBOARD_DIR / "ranks"))
+        for rank, state in states.items():
+            for name, value in (("step_s", state.median_step_s), ("busy_s", state.busy_s)):
+                if value is not None:
+                    self._tensorboard.add_scalar(f"pace/rank{rank}/{name}", value, state.step)
+        self._tensorboard.flush()
 
     def _act(self, states: dict[int, RankState], ranks: list[int], idle: float) -> None:
         import ray
