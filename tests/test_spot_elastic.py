@@ -126,8 +126,11 @@ def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_surv
             noticed = time.time()
             time.sleep(max(0.0, drained_at + DEADLINE_S - time.time()))
             kill_node(nodes[2])  # the reclaim, at its deadline
+            # The survivor's restart with one worker, before a new node joins: a busy machine can
+            # take a minute to start a worker, and a node joining meanwhile has the resize monitor
+            # replace the group before it ever recorded its start (seen in a fresh-clone suite).
+            _wait_for(lambda: _started(exp, started_before + 1), "the survivor's restart", proc, logs=logs())
             nodes.append(ray_start(env, f"--address={address}", "--num-cpus=1"))  # a new spot node joins
-            # the survivor's restart, then the group grown back
             grown = _wait_for(lambda: _started(exp, started_before + 2), "the group to grow back", proc, logs=logs())
             _wait_for(lambda: any(p.stat().st_mtime > grown for p in exp.glob("checkpoint_*/metrics.json")),
                       "a checkpoint of the grown group", proc, logs=logs())

@@ -41,8 +41,8 @@ def progress_line(
     losses: Mapping[str, float], utt_per_s: float, eta_s: float | None,
     data_wait: float | None = None, audio_s_per_s: float | None = None,
 ) -> str:
-    """``[espnet3] epoch 1/10 step 40/400 loss 12.3456 85.2 utt/s 310.5 audio-s/s (RTF 0.0032) ETA 0:05:10
-    data_wait 4%`` (``epoch`` is 1-based).
+    """``[espnet3] epoch 1/10 step 40/400 loss 12.3456 85.2 utt/s ETA 0:05:10 data_wait 4% 310.5 audio-s/s
+    (RTF 0.0032)`` (``epoch`` is 1-based; ``utt/s ETA`` stay side by side for the greps that look for them).
 
     ``data_wait`` is the share (0..1) of the step time spent waiting for the next batch
     (:class:`~espnet3.orchestration.callbacks.ConsoleProgress`); ``audio_s_per_s`` the seconds of
@@ -52,7 +52,7 @@ def progress_line(
     wait = "" if data_wait is None else f" data_wait {100 * data_wait:.0f}%"
     audio = "" if not audio_s_per_s else f" {audio_s_per_s:.1f} audio-s/s (RTF {1 / audio_s_per_s:.4f})"
     return (f"{PREFIX} epoch {_of(epoch, max_epochs)} step {_of(step, total_steps)} {shown} "
-            f"{utt_per_s:.1f} utt/s{audio} {format_eta(eta_s)}{wait}")
+            f"{utt_per_s:.1f} utt/s {format_eta(eta_s)}{wait}{audio}")
 
 
 def validation_line(epoch: int, max_epochs: int | None, step: int, metrics: Mapping[str, float]) -> str:
