@@ -21,10 +21,15 @@ class StageSpec:
     config: str | tuple[str, ...]
     log_dir: str | None = None
 
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The config role(s) as a tuple, whichever form ``config`` was given in."""
+        return (self.config,) if isinstance(self.config, str) else self.config
+
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ValueError(f"StageSpec name {self.name!r} must be the identifier of a system method")
-        roles = (self.config,) if isinstance(self.config, str) else self.config
+        roles = self.roles
         if not isinstance(roles, tuple) or not roles or not all(isinstance(r, str) and r.isidentifier() for r in roles):
             raise ValueError(
                 f"stage {self.name!r}: config {self.config!r} must be a role such as 'training' "

@@ -43,8 +43,8 @@ STALL_FLOOR_S = 120.0
 # Steps an attempt must finish before its pace is known (the first ones compile, warm caches).
 WARMUP_STEPS = 3
 BEAT_S = 2.0
-# A straggler: a rank whose own work per step (data wait + forward) is this many times the ranks'
-# median, and at least STRAGGLER_MIN_S longer (a few ms of noise on tiny steps is no straggler);
+# A straggler: a rank whose own work per step (its forward pass) is this many times the other
+# ranks' median, and at least STRAGGLER_MIN_S longer (a few ms of noise on tiny steps is no straggler);
 # said again for the same rank after STRAGGLER_REPEAT_S at the earliest.
 STRAGGLER_RATIO = 1.5
 STRAGGLER_MIN_S = 0.05
@@ -394,17 +394,17 @@ class StallMonitor:
 
         self.stalls += 1
         directory = self.exp_dir / LOG_DIR / f"stall-{self.stalls}"
-        ray.get(self.board.order_dump.remote(str(directory)))
+        ray.get(self.board.order_dump.remote(str(directory)), timeout=30)
         deadline = time.time() + DUMP_WAIT_S
         dumped: dict[int, str] = {}
         while time.time() < deadline and len(dumped) < len(states) and not self._stop.is_set():
             time.sleep(1.0)
-            dumped = ray.get(self.board.read.remote())[1]
+            dumped = ray.get(self.board.read.remote(), timeout=30)[1]
         where = "; ".join(f"rank {r} on {states[r].host} (pid {states[r].pid}): {states[r].phase}, last step "
                           f"{states[r].step}" for r in ranks)
         print(f"[espnet3] stall: no rank made progress for {idle:.0f} s; behind: {where}; the others wait for "
               f"{'it' if len(ranks) == 1 else 'them'}. Stacks of {len(dumped)}/{len(states)} ranks -> {directory}; "
               "ending the stalled rank(s): Ray Train restarts from the last checkpoint while max_failures allows",
               flush=True)
-        ray.get(self.board.order_abort.remote(ranks))
+        ray.get(self.board.order_abort.remote(ranks), timeout=30)
         self.since = time.time()

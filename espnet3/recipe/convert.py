@@ -88,7 +88,7 @@ def train_yaml(training: RoleConfig, inference: RoleConfig | None = None,
     single = () if several else ("optimizer", "scheduler", "scheduler_interval", "scheduler_monitor")
     for key in (*single, "optimizers", "schedulers", "best_model_criterion"):
         if t.get(key) is not None:
-            cfg[key] = _plain(t[key])
+            cfg[key] = plain(t[key])
     cfg["trainer"] = _trainer(training)
     if several:
         for key in ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches"):
@@ -112,7 +112,7 @@ def worker_count(training: RoleConfig) -> int:
     return count
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """A resolved plain copy without upstream's ``_convert_: all`` markers (this project's
     instantiation converts to plain containers itself)."""
     from omegaconf import OmegaConf
@@ -120,9 +120,9 @@ def _plain(value: Any) -> Any:
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value, resolve=True)
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items() if k != "_convert_"}
+        return {k: plain(v) for k, v in value.items() if k != "_convert_"}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -134,7 +134,7 @@ def _absolute(path: Any) -> str:
 
 def _model(training: RoleConfig, cfg: dict[str, Any]) -> None:
     t = training.values
-    model = dict(_plain(t.get("model")) or {})
+    model = dict(plain(t.get("model")) or {})
     if not model:
         raise training.error("model", "empty", "give the model block (ESPnet2-style with `task`, or `_target_`)")
     if t.get("task"):
@@ -184,7 +184,7 @@ def _drop_preprocessing_options(training: RoleConfig, model: dict[str, Any]) -> 
 
 
 def _entries(role: RoleConfig, key: str, entries: Any, recipe_dir: Path) -> dict[str, Any]:
-    entries = _plain(entries)
+    entries = plain(entries)
     if not isinstance(entries, list) or not entries:
         raise role.error(key, f"expected a list of dataset entries, got {entries!r}",
                          "write `- data_src_args: {split: train}` entries (data_src omitted: the recipe's dataset/)")
@@ -222,7 +222,7 @@ def _data(training: RoleConfig, recipe_dir: Path, inference: RoleConfig | None) 
     tests = (inference.values.get("dataset") or {}).get("test") if inference is not None else None
     if tests:
         data["test"] = {}
-        for index, entry in enumerate(_plain(tests)):
+        for index, entry in enumerate(plain(tests)):
             name = str(entry.get("name") or entry.get("data_src") or f"test{index}")
             if name in ("train", "valid"):  # the training splits' names (stats, shapes) in a train.yaml
                 name = f"{name}_test"
@@ -247,7 +247,7 @@ SPLIT_PREPROCESSORS = "espnet3.components.data.split_preprocessor.SplitPreproces
 def _preprocessor(training: RoleConfig, block: Any) -> dict[str, Any]:
     """The shared block, or upstream's per-split blocks (each merged over the shared keys; valid
     defaults to train's, test to valid's) as one :class:`SplitPreprocessors` block."""
-    block = dict(_plain(block))
+    block = dict(plain(block))
     splits = {k: block.pop(k) for k in ("train", "valid", "test") if isinstance(block.get(k), Mapping)}
     if not splits:
         return _split_block(training, "dataset.preprocessor", block)
@@ -288,7 +288,7 @@ def _dataloader(training: RoleConfig) -> dict[str, Any]:
 
 
 def _trainer(training: RoleConfig) -> dict[str, Any]:
-    trainer = dict(_plain(training.values.get("trainer")) or {})
+    trainer = dict(plain(training.values.get("trainer")) or {})
     strategy = trainer.get("strategy")
     if strategy not in (None, "auto", "ddp"):
         raise training.error("trainer.strategy", f"{strategy!r}: Ray Train runs DDP here (FSDP with `fsdp`)",
@@ -300,7 +300,7 @@ def _trainer(training: RoleConfig) -> dict[str, Any]:
 
 def _inference(inference: RoleConfig) -> dict[str, Any]:
     inference.check_keys(INFERENCE_KEYS)
-    model = dict(_plain(inference.values.get("model")) or {})
+    model = dict(plain(inference.values.get("model")) or {})
     target = model.pop("_target_", None)
     if target not in INFERENCE_CLASSES:
         raise inference.error("model._target_", f"{target!r} is not an inference class this front end decodes with",
@@ -318,7 +318,7 @@ def _inference(inference: RoleConfig) -> dict[str, Any]:
 def _metrics(metrics: RoleConfig) -> list[dict[str, Any]]:
     metrics.check_keys(METRICS_KEYS)
     out = []
-    for index, entry in enumerate(_plain(metrics.values.get("metrics")) or []):
+    for index, entry in enumerate(plain(metrics.values.get("metrics")) or []):
         block = dict(entry.get("metric") or {})
         target = block.pop("_target_", None)
         if target not in METRICS:

@@ -12,12 +12,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from espnet3.recipe.convert import RoleConfig
+from espnet3.recipe.convert import RoleConfig, plain
 
 SPLITS = ("train", "valid", "test")
 
 
-def create_dataset(training: RoleConfig) -> list[str]:
+def create_dataset(training: RoleConfig) -> list[str | None]:
     """Run each dataset source's ``DatasetBuilder`` once (prepare the source unless prepared, build
     unless built), with the ``create_dataset`` block as keyword arguments, as upstream does.
     Returns the sources prepared (``None`` is the recipe's own ``dataset/``)."""
@@ -26,8 +26,8 @@ def create_dataset(training: RoleConfig) -> list[str]:
 
     t = training.values
     dataset = t.get("dataset") or {}
-    kwargs = {k: v for k, v in dict(t.get("create_dataset") or {}).items() if k != "_convert_"}
-    prepared: list[str] = []
+    kwargs = plain(t.get("create_dataset")) or {}
+    prepared: list[str | None] = []
     for split in SPLITS:
         for entry in dataset.get(split) or []:
             source = entry.get("data_src")
@@ -42,7 +42,7 @@ def create_dataset(training: RoleConfig) -> list[str]:
     if not prepared:
         raise training.error("dataset", "has no entries in train, valid or test",
                              "list the recipe's splits under dataset.train and dataset.valid")
-    return [str(s) for s in prepared]
+    return prepared
 
 
 def tokenizer_files(training: RoleConfig) -> tuple[Path, Path] | None:
@@ -89,7 +89,7 @@ def _texts(training: RoleConfig, builder: Mapping[str, Any]) -> list[str]:
     except (ImportError, AttributeError) as exc:
         raise training.error("tokenizer.text_builder.func", f"{func} does not import ({exc})",
                              "check the module path (relative to the recipe directory)") from None
-    built = function(**{k: v for k, v in builder.items() if k not in ("func", "_convert_")})
+    built = function(**{k: v for k, v in plain(builder).items() if k != "func"})
     if isinstance(built, (str, os.PathLike)):
         return Path(built).read_text(encoding="utf-8").splitlines()
     if isinstance(built, Iterable):

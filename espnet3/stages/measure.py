@@ -20,10 +20,9 @@ def dataset_table(plan: DataPlan, split: str, name: str) -> dict[str, str]:
     one, or, for a ``_target_`` dataset (an egs3 recipe's), each item's ``name`` as it returns it."""
     source = plan.source(split)
     if source.target is not None:
-        from espnet3.data.dataset import TargetDataset
-        from espnet3.utils.instantiate import instantiate
+        from espnet3.data.dataset import build_dataset
 
-        dataset = TargetDataset(instantiate(source.target, _convert_="all"), None, source.key)
+        dataset = build_dataset(source, None)  # a TargetDataset: the items as the data plan reads them
         table = {}
         for key in dataset.keys():
             utt_id, item = dataset.raw(key)
@@ -75,9 +74,13 @@ def measure(plan: DataPlan, metrics: Sequence[Metric], infer_dir: Path, splits: 
     for split in splits:
         split_dir = infer_dir / split
         result: dict[str, float] = {}
+        read: dict[str, dict[str, str]] = {}  # CER and WER both read dataset:text: once (a whole pass over a _target_ split)
         for metric in metrics:
-            tables = {role: _source(plan, split, split_dir, source, metric)
-                      for role, source in metric.inputs.items()}
+            tables = {}
+            for role, source in metric.inputs.items():
+                if source not in read:
+                    read[source] = _source(plan, split, split_dir, source, metric)
+                tables[role] = read[source]
             result.update(metric.score(tables))
         atomic_write_json(split_dir / "metrics.json", result)
         scores[split] = result

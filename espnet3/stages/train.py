@@ -168,7 +168,7 @@ def export_run(exp_dir: Path, train: TrainSpec, metrics: dict) -> TrainOutcome:
               f"{storage.home(path)}", flush=True)
     latest = _checkpoint(exp_dir, reports[-1])
     last = average_checkpoints([latest], exp_dir / "last.pth", weights=weights)
-    _write_lightning_names(exp_dir, train, reports, weights)
+    _write_lightning_names(exp_dir, train, reports, last, weights)
     result = {
         "metrics": metrics,
         "weights": weights,
@@ -192,7 +192,7 @@ LIGHTNING_NAME = "epoch{epoch}_step{step}_{metric}.ckpt"
 LAST_CKPT = "last.ckpt"
 
 
-def _write_lightning_names(exp_dir: Path, train: TrainSpec, reports, weights: str) -> None:
+def _write_lightning_names(exp_dir: Path, train: TrainSpec, reports, last: Path, weights: str) -> None:
     """The kept checkpoints' weights under upstream ESPnet3's names: each criterion's top-K as
     ``epoch{E}_step{S}_{metric}.ckpt`` and the latest as ``last.ckpt``, so an egs3 inference config's
     ``asr_model_file: ${exp_dir}/epoch0_step1_valid.loss.ckpt`` decodes the model it means. They hold
@@ -214,7 +214,7 @@ def _write_lightning_names(exp_dir: Path, train: TrainSpec, reports, weights: st
             (exp_dir / name).unlink(missing_ok=True)
     for name, report in wanted.items():
         average_checkpoints([_checkpoint(exp_dir, report)], exp_dir / name, weights=weights)
-    average_checkpoints([_checkpoint(exp_dir, reports[-1])], exp_dir / LAST_CKPT, weights=weights)
+    storage.atomic_save(exp_dir / LAST_CKPT, lambda tmp: shutil.copyfile(last, tmp))  # last.pth's weights
 
 
 def _checkpoint(exp_dir: Path, report) -> Path:

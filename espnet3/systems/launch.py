@@ -82,8 +82,7 @@ def _all_stages(system_cls: type, args: argparse.Namespace) -> tuple[list[str], 
     """``--stages all``: every stage this project runs offline whose role configs were given."""
     stages, skipped = [], []
     for spec in system_cls.stages:
-        roles = (spec.config,) if isinstance(spec.config, str) else spec.config
-        missing = [r for r in roles if getattr(args, f"{r}_config", None) is None]
+        missing = [r for r in spec.roles if getattr(args, f"{r}_config", None) is None]
         if spec.name in ONLINE_STAGES:
             skipped.append(f"{spec.name} (needs the network)")
         elif missing:
@@ -102,8 +101,7 @@ def load_roles(system_cls: type, args: argparse.Namespace, stages: Sequence[str]
         if name in ONLINE_STAGES:
             raise ValueError(f"stage `{name}` needs the network (Hugging Face Hub) or a demo server, which espnet3 "
                              "does not reach; leave it out of --stages (pack_model writes what you would upload)")
-        spec = system_cls.stage(name)
-        for role in (spec.config,) if isinstance(spec.config, str) else spec.config:
+        for role in system_cls.stage(name).roles:
             needed.setdefault(role, name)
     paths = {}
     for role, stage in needed.items():
@@ -164,7 +162,7 @@ class _Plan:
         for name in self.stages:
             if name == "create_dataset":
                 prepared = local.create_dataset(training)
-                print(f"[espnet3] create_dataset: {', '.join(p if p != 'None' else 'dataset/' for p in prepared)}",
+                print(f"[espnet3] create_dataset: {', '.join(p or 'dataset/' for p in prepared)}",
                       flush=True)
             elif name == "train_tokenizer" or (name == "train" and _needs_tokenizer(training, self.stages)):
                 bpemodel, tokens = local.train_tokenizer(training)

@@ -45,7 +45,7 @@ class BaseSystem:
         """Every config role a stage of this system reads, in stage order."""
         seen: list[str] = []
         for stage in cls.stages:
-            for role in (stage.config,) if isinstance(stage.config, str) else stage.config:
+            for role in stage.roles:
                 if role not in seen:
                     seen.append(role)
         return seen
