@@ -80,6 +80,11 @@ def _fit(loop_config: dict[str, Any], console: WorkerConsole) -> None:
     if gpu is not None:
         model = gpu.prepare_model(model)
     module = ESPnetLightningModule(model, gpu.optimizer_configs(cfg) if gpu is not None else cfg)
+    # Built from one seed, so every rank holds the same initial weights; trained with a stream of
+    # its own (seed + rank), as ESPnet2's one process draws a new SpecAugment mask and dropout
+    # pattern for every utterance of a batch. With one seed the ranks would mask and drop the same
+    # positions in their halves of every global batch. Deterministic all the same.
+    L.seed_everything(cfg["seed"] + rank, workers=True, verbose=False)
     notice = LocalNotice(loop_config.get("stop_board"))
     module.nan_guard.notice = notice
     checkpoint = ray.train.get_checkpoint()
