@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     from espnet3.orchestration.launch_spec import LaunchSpec
     from espnet3.stages.train import build_torch_trainer
     from espnet3.utils.quiet import silence_library_noise
-    from espnet3.utils.task_utils import build_model, config_code_dir
+    from espnet3.utils.code_dir import config_code_dir
+    from espnet3.utils.task_utils import build_model
 
     silence_library_noise()
     marks["driver_imports_done"] = time.time()

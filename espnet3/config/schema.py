@@ -194,7 +194,7 @@ def _check_training(cfg: Mapping[str, Any], source: str | Path | None) -> None:
     ``src/``), as the workers will.
     """
     from espnet3.orchestration.train_spec import TrainSpec
-    from espnet3.utils.task_utils import config_code_dir, make_importable
+    from espnet3.utils.code_dir import config_code_dir, make_importable
 
     if source is not None and Path(source).is_file():
         make_importable(config_code_dir(source))

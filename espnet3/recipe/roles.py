@@ -18,16 +18,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from espnet3.config.errors import ConfigError
 from espnet3.recipe.convert import RoleConfig
+from espnet3.utils.code_dir import recipe_root
 
 DEFAULT_TEMPLATE = "egs3.TEMPLATE.esp2_asr"
 # Keys of an egs3 training config that a train.yaml never has.
 RECIPE_ONLY_KEYS = ("dataset", "num_device", "num_nodes", "recipe_dir")
-
-
-def recipe_root(config_path: str | Path) -> Path | None:
-    """The recipe directory of a ``<recipe>/conf/<role>.yaml`` (the one holding ``run.py``)."""
-    conf = Path(config_path).resolve().parent
-    return conf.parent if conf.name == "conf" and (conf.parent / "run.py").is_file() else None
 
 
 def is_recipe_config(config_path: str | Path, values: Mapping) -> bool:

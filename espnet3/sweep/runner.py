@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from espnet3 import storage
 from espnet3.orchestration.launch_spec import LaunchSpec
 from espnet3.orchestration.slurm import SLURM_DIR
+from espnet3.driver.signals import EXIT_TERMINATED, SIGTERM_RECEIVED
 from espnet3.sweep.errors import SweepError
 from espnet3.sweep.spec import SweepSpec
 from espnet3.sweep.trial import TRIAL_CPUS, TrialPlan, run_trial, trial_dirname
@@ -175,14 +176,13 @@ def report(grid, sweep: SweepSpec) -> int:
 
 
 def run(spec: LaunchSpec, sweep: SweepSpec) -> int:
-    from espnet3.config.preflight import check_trainable, settle_criteria
-    from espnet3.launch import SIGTERM_RECEIVED, EXIT_TERMINATED, stop_on_sigterm
+    from espnet3.driver.pipeline import prepare
     from espnet3.orchestration.cluster import connect
     from espnet3.orchestration.console import LOG_DIR
     from espnet3.orchestration.preemption import disarm, start_board
+    from espnet3.orchestration.preparation import default_stages
     from espnet3.orchestration.slurm import record_requeue
-    from espnet3.orchestration.preparation import default_stages, prepare_data, stats_model
-    from espnet3.utils.task_utils import build_model, recipe_code
+    from espnet3.utils.code_dir import recipe_code
 
     launch = trial_launch(sweep, spec)
     print(f"[espnet3] {sweep.summary()}\n  each trial: {launch.world_size} {'GPU' if launch.use_gpu else 'CPU'} "
@@ -190,26 +190,17 @@ def run(spec: LaunchSpec, sweep: SweepSpec) -> int:
     if spec.dry_run:
         return 0
     cfg = shared_config(sweep, launch.use_gpu)
-    stages = [s for s in default_stages(cfg) if s in ("collect_stats", "train")]
-    data_plan = prepare_data(cfg, stages)
-    connect(launch, sweep.max_concurrent_trials, recipe_code=recipe_code(cfg, sweep.config_dir),
-            log_dir=sweep.output_dir / LOG_DIR)
-    stop_on_sigterm()  # again: ray.init installed its own handler
-    record_requeue(sweep.output_dir)
-    try:
-        check_cluster_fits(sweep, launch)
-    except SweepError as exc:
-        print(f"espnet3.launch: error: {exc}", file=sys.stderr)
-        return 2
-    data_plan.prepare_shapes(["train", "valid"], parallel=True)
-    if "collect_stats" in stages:
-        from espnet3.stages.collect_stats import collect_stats
 
-        collect_stats(*stats_model(cfg, data_plan), data_plan)
-    # Fail here, not in every trial: the model, its optimizers and the criteria it is ranked by.
-    module = check_trainable(OmegaConf.to_container(cfg, resolve=True),
-                             lambda: build_model(cfg, sweep.config_dir, data_plan), sweep.source)
-    settle_criteria(cfg, module, data_plan, sweep.source)
+    def join() -> None:
+        connect(launch, sweep.max_concurrent_trials, recipe_code=recipe_code(cfg, sweep.config_dir),
+                log_dir=sweep.output_dir / LOG_DIR)
+        check_cluster_fits(sweep, launch)
+
+    # Once here, not in every trial: the data, the statistics, the model, its optimizers and the
+    # criteria it is ranked by.
+    stages = [s for s in default_stages(cfg) if s in ("collect_stats", "train")]
+    data_plan = prepare(cfg, stages, source=sweep.source, config_dir=sweep.config_dir, connect=join)
+    record_requeue(sweep.output_dir)
     board = start_board()
     plan = TrialPlan(
         base=OmegaConf.to_container(cfg, resolve=False), space=sweep.space, source=sweep.source,
@@ -234,8 +225,6 @@ def _interrupt_when_settled(board) -> None:
     checkpoint: Tune's own interrupt (SIGINT), which saves the experiment with those trials
     unfinished, so that ``--resume`` continues each one from that checkpoint."""
     import ray
-
-    from espnet3.launch import SIGTERM_RECEIVED
 
     SIGTERM_RECEIVED.wait()
     while True:

@@ -221,7 +221,7 @@ def _load_base(base: Any, source: Path, overrides: list[str]) -> tuple[DictConfi
         path = (source.parent / base).resolve()
         if not path.is_file():
             raise SweepError("base", source, f"base train config {path} does not exist", "give a path relative to the sweep file, or an inline mapping")
-        from espnet3.utils.task_utils import config_code_dir
+        from espnet3.utils.code_dir import config_code_dir
 
         return load_config(path, overrides), config_code_dir(path)
     if isinstance(base, Mapping):

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from espnet3.systems.tasks import TASKS
 from espnet3.utils.espnet2_imports import import_espnet2
+from espnet3.utils.code_dir import make_importable
 from espnet3.utils.instantiate import instantiate
 
 # Applied by the Lightning module after the model is built; ESPnet2 tasks do not know it.
@@ -345,35 +346,6 @@ def get_espnet_model(
         preprocessor_config: the ``preprocessor`` block, part of the same ESPnet2 args.
     """
     return build_task_model(task, task_args(task, model_config, preprocessor_config))
-
-
-def config_code_dir(config_path: str | Path) -> Path:
-    """The directory whose Python code a config may name (``src.my_model.MyModel``).
-
-    The launcher ships it to Ray workers (``runtime_env`` ``py_modules``/``working_dir``)
-    so the same ``_target_`` resolves there. For an egs3 recipe's ``conf/<role>.yaml`` it is the
-    recipe directory, whose ``src/`` the recipe's ``_target_`` entries name.
-    """
-    from espnet3.recipe.roles import recipe_root
-
-    return recipe_root(config_path) or Path(config_path).resolve().parent
-
-
-def recipe_code(cfg: DictConfig, config_dir: str | Path) -> list[Path]:
-    """The recipe-local packages the config's ``_target_``s name (``src`` for ``src.my_model.M``):
-    the model's, the callbacks' and the loggers'."""
-    targets = [] if cfg.get("task") else [(cfg.get("model") or {}).get("_target_")]
-    targets += [entry.get("_target_") for key in ("callbacks", "loggers") for entry in (cfg.get(key) or [])]
-    tops = sorted({str(target).split(".")[0] for target in targets if target})
-    return [Path(config_dir) / top for top in tops if (Path(config_dir) / top).is_dir()]
-
-
-def make_importable(config_dir: str | Path) -> Path:
-    """Put ``config_dir`` first on ``sys.path`` (once) and return it as an absolute path."""
-    directory = Path(config_dir).resolve()
-    if str(directory) not in sys.path:
-        sys.path.insert(0, str(directory))
-    return directory
 
 
 def build_task_model(task: str | type, args: Mapping[str, Any]) -> torch.nn.Module:
