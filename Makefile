@@ -1,4 +1,5 @@
-# Two user-facing targets: `make demo` (the default mini training) and `make test`.
+# Two user-facing targets: `make demo` (the default mini training) and `make test` (the suite);
+# `make test-fast` runs tests/unit alone (no Ray cluster, server or launch subprocess).
 # Both depend on `install`, which builds .venv/ once and reuses it afterwards.
 
 # Python 3.12 by default; 3.13 works too (`make install PYTHON=python3.13`). espnet 202611,
@@ -19,7 +20,7 @@ PYTEST_ARGS ?=
 # tests mostly wait (Ray start-up, restarts, deadlines), ~0.5 cores busy on average in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: install demo test clean-venv
+.PHONY: install demo test test-fast clean-venv
 
 install: $(STAMP)
 
@@ -37,6 +38,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests/unit
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,9 +1,9 @@
 import sys
 from pathlib import Path
 
-# Helper modules (ddp_harness, toy_models, data_utils) live beside the tests and must
-# also import in spawned DDP ranks, which inherit sys.path.
-sys.path.insert(0, str(Path(__file__).parent))
+# The tests' helpers (tests/support: ddp_harness, toy_models, runs, ...) import as top-level
+# modules, here and in spawned DDP ranks, which inherit sys.path. No test file imports another.
+sys.path.insert(0, str(Path(__file__).parent / "support"))
 
 import pytest
 
@@ -37,6 +37,17 @@ def ray_cluster():
         start_local_cluster(4, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory) -> Path:
+    """The small spoken-digits corpus the end-to-end runs of ``configs/tiny_asr.yaml`` train on
+    (60/12/12 utterances, seed 0), made once per test process."""
+    from espnet3.data.digits import generate_corpus
+
+    root = tmp_path_factory.mktemp("digits")
+    generate_corpus(root, num_train=60, num_valid=12, num_test=12, seed=0, verbose=False)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -4,14 +4,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from benchmarks import run as bench_run
 from benchmarks.fixture import make_fixture
+from paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _step(start, end, utts, padded, consensus=True):

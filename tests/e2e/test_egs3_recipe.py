@@ -23,9 +23,10 @@ import yaml
 
 from espnet3.systems.esp2_asr.system import ASRSystem
 from espnet3.systems import launch
+from paths import FIXTURES, REPO
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "digits" / "esp2_asr"
-GAN_TTS = Path(__file__).resolve().parent / "fixtures" / "egs3_gan_tts"
+RECIPE = REPO / "recipes" / "digits" / "esp2_asr"
+GAN_TTS = FIXTURES / "egs3_gan_tts"
 ROLES = ("--training_config", "conf/training.yaml", "--inference_config", "conf/inference.yaml",
          "--metrics_config", "conf/metrics.yaml")
 

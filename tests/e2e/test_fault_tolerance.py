@@ -1,6 +1,6 @@
 """Faults from outside the code, end to end: a SIGKILLed worker, SIGTERM, runs side by side.
 
-(A lost node, with and without notice, is in tests/test_spot_elastic.py.)
+(A lost node, with and without notice, is in tests/e2e/test_spot_elastic.py.)
 
 Every run here is a real ``python -m espnet3.launch`` subprocess of ``configs/tiny_asr.yaml``;
 faults are made the way they happen (``kill -9`` of a worker process found in the process table,
@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,100 +23,8 @@ import pytest
 import soundfile
 import yaml
 
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "configs" / "tiny_asr.yaml"
-TIMEOUT_S = 420
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Path:
-    from espnet3.data.digits import generate_corpus
-
-    root = tmp_path_factory.mktemp("ft_data")
-    generate_corpus(root, num_train=60, num_valid=12, num_test=12, seed=0)
-    return root
-
-
-def _overrides(exp: Path, data: Path) -> list[str]:
-    return [f"exp_dir={exp}", f"data.train={data}/train", f"data.valid={data}/valid", f"data.test.test={data}/test"]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    """A user's shell: no cluster named, one torch thread per worker."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **extra}
-    env.pop("RAY_ADDRESS", None)
-    env.pop("RAY_API_SERVER_ADDRESS", None)
-    return env
-
-
-def _wait_for(predicate, what: str, proc: subprocess.Popen | None = None, timeout: float = TIMEOUT_S,
-              logs: tuple[Path, ...] = ()):
-    """``predicate()``'s first true value within ``timeout``; a failure shows the run's output and
-    the tails of ``logs`` (a launcher's log file, rank logs) as they are then."""
-    def tails() -> str:
-        return "".join(f"\n--- {p}\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists())
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            output = proc.stdout.read() if proc.stdout else ""
-            pytest.fail(f"the run ended (exit {proc.returncode}) before {what}:\n{output[-3000:]}{tails()}")
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}{tails()}")
-
-
-def _attempts(exp: Path, rank: int = 0) -> int:
-    log = exp / "logs" / f"rank{rank}.log"
-    return sum(line.startswith("===== ") for line in log.read_text().splitlines()) if log.exists() else 0
-
-
-def _result(exp: Path) -> dict:
-    return json.loads((exp / "train_result.json").read_text())["metrics"]
-
-
-def _steps_per_epoch(exp: Path, world_size: int = 2) -> int:
-    from omegaconf import OmegaConf
-
-    from espnet3.config import load_config
-    from espnet3.data.plan import build_data_plan
-
-    cfg = OmegaConf.to_container(load_config(exp / "train.yaml"), resolve=True)
-    return len(build_data_plan(cfg, splits=["train"]).dataloader("train", rank=0, world_size=world_size))
-
-
-# --------------------------------------------------------------------------------- process table
-def _processes() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) for every process this user can see."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        table[int(entry.name)] = (ppid, cmdline)
-    return table
-
-
-def _train_workers(root: int) -> list[int]:
-    """Ray Train worker processes descending from process ``root`` (a launcher or a node's group)."""
-    table = _processes()
-
-    def descends(pid: int) -> bool:
-        while pid > 1 and pid in table:
-            if pid == root:
-                return True
-            pid = table[pid][0]
-        return False
-
-    return [pid for pid, (_, cmd) in table.items() if "RayTrainWorker" in cmd and descends(pid)]
+from paths import REPO, TINY
+from runs import TIMEOUT_S, attempts, data_overrides, steps_per_epoch, train_result, train_workers, user_env, wait_for
 
 
 # ------------------------------------------------------------------------------------ the tests
@@ -131,17 +38,17 @@ def test_a_sigkilled_worker_is_replaced_then_sigterm_stops_quietly_and_resume_fi
     exp = tmp_path / "exp"
     ray_tmp = Path(f"/tmp/e3ft{os.getpid()}")  # its own cluster; short: Ray's socket paths have a length limit
     command = [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "2",
-               "trainer.max_epochs=3", *_overrides(exp, digits)]
+               "trainer.max_epochs=3", *data_overrides(exp, digits)]
     log = tmp_path / "first.log"
     with open(log, "w") as out:  # a file, not a pipe: nothing the launcher prints can block it
-        proc = subprocess.Popen([*command, "--stages", "train"], cwd=tmp_path, env=_env(RAY_TMPDIR=str(ray_tmp)),
+        proc = subprocess.Popen([*command, "--stages", "train"], cwd=tmp_path, env=user_env(RAY_TMPDIR=str(ray_tmp)),
                                 stdout=out, stderr=out)
         try:
-            _wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", proc)
-            victim = _wait_for(lambda: _train_workers(proc.pid), "a train worker process", proc)[0]
+            wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", proc)
+            victim = wait_for(lambda: train_workers(proc.pid), "a train worker process", proc)[0]
             os.kill(victim, signal.SIGKILL)
-            _wait_for(lambda: _attempts(exp) == 2, "the replacement worker group", proc)
-            assert _attempts(exp) == 2, "the worker group was started once more, and only once"
+            wait_for(lambda: attempts(exp) == 2, "the replacement worker group", proc)
+            assert attempts(exp) == 2, "the worker group was started once more, and only once"
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=180)
         finally:
@@ -151,17 +58,17 @@ def test_a_sigkilled_worker_is_replaced_then_sigterm_stops_quietly_and_resume_fi
     assert proc.returncode == 128 + signal.SIGTERM, output[-3000:]
     assert "stopped by SIGTERM" in output and "--resume" in output
     assert "Traceback" not in output and "*** SIGTERM received" not in output, output[-3000:]
-    assert not _train_workers(proc.pid) and not (exp / "train_result.json").exists()
+    assert not train_workers(proc.pid) and not (exp / "train_result.json").exists()
     stops = [m["preemption"] for m in map(json.loads, (p.read_text() for p in exp.glob("checkpoint_*/metrics.json")))
              if "preemption" in m]
     assert [s["reason"] for s in stops] == ["SIGTERM"], "one checkpoint, written for the SIGTERM"
 
-    resumed = subprocess.run([*command, "--resume", "--stages", "train"], cwd=tmp_path, env=_env(),
+    resumed = subprocess.run([*command, "--resume", "--stages", "train"], cwd=tmp_path, env=user_env(),
                              capture_output=True, text=True, timeout=TIMEOUT_S)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"resumed at step {stops[0]['checkpoint_step']} " in resumed.stdout, "from the SIGTERM's checkpoint"
-    result = _result(exp)
-    assert result["epoch"] == 2 and result["step"] == 3 * _steps_per_epoch(exp)
+    result = train_result(exp)
+    assert result["epoch"] == 2 and result["step"] == 3 * steps_per_epoch(exp)
     assert (exp / "valid.loss.ave_2best.pth").is_file()
 
 
@@ -183,14 +90,14 @@ def test_a_failure_a_restart_cannot_cure_ends_the_run_at_once_despite_max_failur
     train = _nan_data(tmp_path / "nan")
     proc = subprocess.run(
         [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "2",
-         "max_failures=3", "max_nan_batches=2", *_overrides(exp, digits), f"data.train={train}",
+         "max_failures=3", "max_nan_batches=2", *data_overrides(exp, digits), f"data.train={train}",
          "~data.digits", "--stages", "train"],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S,
+        cwd=tmp_path, env=user_env(), capture_output=True, text=True, timeout=TIMEOUT_S,
     )
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "max_nan_batches" in proc.stderr and "Traceback" not in proc.stderr
     assert "Traceback" in (exp / "logs" / "rank0.log").read_text(), "the worker's traceback is kept in its log"
-    assert _attempts(exp, 0) == 1 and _attempts(exp, 1) == 1, "a deterministic failure used up a retry"
+    assert attempts(exp, 0) == 1 and attempts(exp, 1) == 1, "a deterministic failure used up a retry"
 
 
 @pytest.mark.slow
@@ -202,18 +109,18 @@ def test_a_run_and_a_sweep_on_one_machine_both_finish(digits, tmp_path):
     sweep.update(base=str(TINY), output_dir=str(tmp_path / "sweep"), num_samples=1, max_concurrent_trials=1,
                  scheduler={"asha": {"max_t": 2, "grace_period": 1, "reduction_factor": 2}})
     sweep["overrides"] = [*sweep.get("overrides", []), "trainer.max_epochs=1",
-                          *_overrides(tmp_path / "unused", digits)[1:]]
+                          *data_overrides(tmp_path / "unused", digits)[1:]]
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
     runs = {}
     for name in ("a",):
         runs[name] = subprocess.Popen(
             [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "1",
-             "trainer.max_epochs=1", *_overrides(tmp_path / name, digits), "--stages", "train"],
-            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+             "trainer.max_epochs=1", *data_overrides(tmp_path / name, digits), "--stages", "train"],
+            cwd=tmp_path, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
     runs["sweep"] = subprocess.Popen(
         [sys.executable, "-m", "espnet3.launch", "--sweep", str(tmp_path / "sweep.yaml"), "--num-gpus", "0"],
-        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
         outputs = {name: proc.communicate(timeout=TIMEOUT_S)[0] for name, proc in runs.items()}
@@ -222,7 +129,7 @@ def test_a_run_and_a_sweep_on_one_machine_both_finish(digits, tmp_path):
             proc.kill()
     for name, proc in runs.items():
         assert proc.returncode == 0, f"{name}: {outputs[name][-3000:]}"
-    assert _result(tmp_path / "a")["epoch"] == 0
+    assert train_result(tmp_path / "a")["epoch"] == 0
     rows = (tmp_path / "sweep" / "results.csv").read_text().splitlines()
     assert len(rows) == 2 and ",TERMINATED," in rows[1]
 
@@ -271,10 +178,10 @@ def test_workers_killed_for_lack_of_memory_say_so_and_are_not_retried(digits, tm
     config.pop("inference")
     (tmp_path / "hungry.yaml").write_text(yaml.safe_dump(config))
     exp = tmp_path / "exp"
-    env = _env(RAY_memory_usage_threshold=_memory_threshold(6.0), RAY_memory_monitor_refresh_ms="100")
+    env = user_env(RAY_memory_usage_threshold=_memory_threshold(6.0), RAY_memory_monitor_refresh_ms="100")
     launcher = subprocess.Popen(
         [sys.executable, "-m", "espnet3.launch", "--config", str(tmp_path / "hungry.yaml"), "--num-gpus", "0",
-         "--num-workers", "2", "max_failures=3", *_overrides(exp, digits)[:3], "~data.digits"],
+         "--num-workers", "2", "max_failures=3", *data_overrides(exp, digits)[:3], "~data.digits"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -291,4 +198,4 @@ def test_workers_killed_for_lack_of_memory_say_so_and_are_not_retried(digits, tm
     # started, before it wrote its log (CI). Either way: one attempt of 2 workers, no retry.
     built = [pid for pid in (builds.read_text().split() if builds.exists() else []) if int(pid) != launcher.pid]
     assert len(built) <= 2, f"a memory kill used up a retry: {len(built)} models built by 2 workers"
-    assert _attempts(exp, 0) <= 1 and _attempts(exp, 1) <= 1, "a memory kill used up a retry"
+    assert attempts(exp, 0) <= 1 and attempts(exp, 1) <= 1, "a memory kill used up a retry"

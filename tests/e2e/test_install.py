@@ -11,8 +11,8 @@ from pathlib import Path
 
 import espnet3
 from espnet3.utils.check_install import problems
+from paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_espnet3_resolves_to_this_repository():

@@ -13,10 +13,9 @@ import pytest
 
 from espnet3 import launch
 from espnet3.orchestration.cluster import API_SERVER_ENV
-from net_utils import free_ports, ray_logs_tail, token_auth
+from net_utils import RAY_BIN, kill_node, ray_logs_tail, start_head, token_auth
+from paths import TINY
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "configs" / "tiny_asr.yaml"
 
 
 def _launch_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -122,26 +121,11 @@ def test_the_same_seed_on_the_same_machine_gives_the_same_model_and_scores(tmp_p
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-def _start_head(ray_bin: Path, env: dict) -> tuple[subprocess.Popen, int]:
-    """``ray start --head --block`` on 127.0.0.1 with fresh ports; the process and its dashboard port."""
-    gcs, dashboard, agent, agent_grpc, client, env_agent, metrics = free_ports(7)
-    head = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-         f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent}",
-         f"--dashboard-agent-grpc-port={agent_grpc}", f"--ray-client-server-port={client}",
-         f"--runtime-env-agent-port={env_agent}", f"--metrics-export-port={metrics}",
-         "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    return head, dashboard
-
-
 @pytest.mark.slow
 def test_ray_job_submit_against_a_running_cluster(tmp_path):
     """`ray start --head` on 127.0.0.1, then `ray job submit` of a tiny training, as a user would."""
     import os
 
-    ray_bin = Path(sys.executable).parent / "ray"
     # Its own Ray directory (short: Ray's socket paths have a length limit): the pointer file `ray
     # start` writes there would otherwise make any launch on this machine join this cluster.
     ray_tmp = Path(f"/tmp/e3job{os.getpid()}")
@@ -155,11 +139,11 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
     workdir = tmp_path / "recipe"
     workdir.mkdir()
     (workdir / "train.yaml").write_text(TINY.read_text())
-    head, dashboard = _start_head(ray_bin, env)
+    head, _, dashboard = start_head(env, "--num-cpus=4")
     try:
         exp = tmp_path / "exp"
         submit = [
-            str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", ".",
+            str(RAY_BIN), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", ".",
             "--", sys.executable, "-m", "espnet3.launch", "--config", "train.yaml", "--num-gpus", "0",
             f"exp_dir={exp}",
         ]
@@ -183,8 +167,7 @@ def test_ray_job_submit_against_a_running_cluster(tmp_path):
         assert (exp / "valid.loss.ave_2best.pth").is_file()
         assert set(json.loads((exp / "infer" / "test" / "metrics.json").read_text())) == {"cer", "wer"}
     finally:
-        head.terminate()
-        head.wait(timeout=60)
+        kill_node(head)  # the head's process group: every process this test started
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 

@@ -19,10 +19,9 @@ import pytest
 
 import s3_local
 from espnet3 import storage
-from net_utils import free_ports, join_node, kill_node, ray_start, token_auth
+from net_utils import join_node, kill_node, start_head, token_auth
+from paths import TINY
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "configs" / "tiny_asr.yaml"
 
 
 def _unshare_hiding(directory: Path) -> tuple[str, ...]:
@@ -39,13 +38,9 @@ def _unshare_hiding(directory: Path) -> tuple[str, ...]:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_workers_on_a_node_that_cannot_see_the_launch_directory_train_from_the_bucket(
-        s3_bucket, s3_server, tmp_path, tmp_path_factory, monkeypatch):
-    from espnet3.data.digits import generate_corpus
-
+        s3_bucket, s3_server, digits, tmp_path, tmp_path_factory, monkeypatch):
     hidden = tmp_path_factory.getbasetemp()
-    corpus = tmp_path / "made_here"
-    generate_corpus(corpus, num_train=60, num_valid=12, num_test=12, seed=0, verbose=False)
-    data_uri = s3_local.upload_corpus(s3_server, s3_bucket, corpus, "dump/raw")
+    data_uri = s3_local.upload_corpus(s3_server, s3_bucket, digits, "dump/raw")
     prefix = _unshare_hiding(hidden)
 
     ray_tmp = Path(f"/tmp/e3ns{os.getpid()}")  # outside the hidden tree: Ray's own session files
@@ -55,10 +50,8 @@ def test_two_workers_on_a_node_that_cannot_see_the_launch_directory_train_from_t
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_TMPDIR": str(ray_tmp), **token_auth(),
            "RAY_agent_register_timeout_ms": "300000"}
     env.pop("RAY_ADDRESS", None)
-    gcs, dashboard, client = free_ports(3)
-    nodes = [ray_start(env, "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
-                       f"--ray-client-server-port={client}", "--num-cpus=0", "--include-dashboard=true")]
-    address = f"127.0.0.1:{gcs}"
+    head, address, _ = start_head(env, "--num-cpus=0")
+    nodes = [head]
     run = f"s3://{s3_bucket}/exp/tiny"
     try:
         nodes.append(join_node(env, address, 2, "--num-cpus=2", cpus=2, prefix=prefix))

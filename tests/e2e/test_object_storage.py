@@ -7,7 +7,6 @@ is read back with boto3, not through :mod:`espnet3.storage`, so the layer does n
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -16,9 +15,8 @@ import yaml
 
 import s3_local
 from espnet3 import launch, storage
+from paths import REPO, TINY
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "configs" / "tiny_asr.yaml"
 
 
 # -- the storage layer -------------------------------------------------------------------------
@@ -110,40 +108,30 @@ def _launch(tmp_path: Path, *overrides: str) -> int:
                         f"data.valid={data}/valid", f"data.test.test={data}/test", *overrides])
 
 
-@pytest.fixture(scope="session")
-def digits_corpus(tmp_path_factory):
-    """The tiny config's corpus, made once, to be uploaded into each test's bucket."""
-    from espnet3.data.digits import generate_corpus
-
-    root = tmp_path_factory.mktemp("digits")
-    generate_corpus(root, num_train=60, num_valid=12, num_test=12, seed=0, verbose=False)
-    return root
-
-
 def _bucket_data(corpus_uri: str) -> list[str]:
     return ["~data.digits", f"data.train={corpus_uri}/train", f"data.valid={corpus_uri}/valid",
             f"data.test.test={corpus_uri}/test"]
 
 
-def test_a_dump_directory_in_the_bucket_is_read_item_by_item(s3_bucket, s3_server, digits_corpus):
+def test_a_dump_directory_in_the_bucket_is_read_item_by_item(s3_bucket, s3_server, digits):
     """List files come once per node with their URIs pointing at local copies; an item's audio is
     fetched when the item is first read, and only then."""
     from espnet3.data import remote
     from espnet3.data.dataset import build_dataset, dataset_keys
     from espnet3.data.sources import SplitSource
 
-    uri = s3_local.upload_corpus(s3_server, s3_bucket, digits_corpus, "dump/raw")
+    uri = s3_local.upload_corpus(s3_server, s3_bucket, digits, "dump/raw")
     local = remote.fetch_directory(storage.local_copy(f"{uri}/valid"))
     assert sorted(p.name for p in local.iterdir()) == ["spk2info", "spk2utt", "text", "utt2spk", "wav.scp"]
     first = (local / "wav.scp").read_text().splitlines()[0].split()
     assert Path(first[1]) == storage.local_copy(f"{uri}/valid/wav/{first[0]}.wav")
-    assert (local / "text").read_text() == (digits_corpus / "valid" / "text").read_text()  # transcripts untouched
+    assert (local / "text").read_text() == (digits / "valid" / "text").read_text()  # transcripts untouched
     dataset = build_dataset(SplitSource.parse("data.valid", [[str(local / "wav.scp"), "speech", "sound"]]), None)
     assert len(dataset_keys(dataset)) == 12 and not (local / "wav").exists()  # no audio fetched yet
     utt, item = dataset[first[0]]
     import soundfile
 
-    expected, _ = soundfile.read(digits_corpus / "valid" / "wav" / f"{first[0]}.wav", dtype="float32")
+    expected, _ = soundfile.read(digits / "valid" / "wav" / f"{first[0]}.wav", dtype="float32")
     assert utt == first[0] and (item["speech"] == expected).all()
     assert [p.name for p in (local / "wav").iterdir()] == [f"{first[0]}.wav"]  # that one item only
     s3_local.delete_object(s3_server, s3_bucket, f"dump/raw/valid/wav/{first[0]}.wav")  # cached: still read
@@ -156,7 +144,7 @@ def test_a_dump_directory_in_the_bucket_is_read_item_by_item(s3_bucket, s3_serve
 
 @pytest.mark.parametrize("case", ["missing bucket", "unreachable endpoint", "missing credentials", "missing data",
                                   "missing audio", "generated corpus"])
-def test_storage_problems_are_configuration_errors_before_ray(case, s3_bucket, s3_server, digits_corpus, tmp_path,
+def test_storage_problems_are_configuration_errors_before_ray(case, s3_bucket, s3_server, digits, tmp_path,
                                                               monkeypatch, capsys, no_ray):
     overrides = [f"exp_dir=s3://{s3_bucket}/exp/tiny"]
     expected = [f"s3://{s3_bucket}/exp/tiny", "`exp_dir`"]
@@ -175,9 +163,9 @@ def test_storage_problems_are_configuration_errors_before_ray(case, s3_bucket, s
         overrides = [f"exp_dir={tmp_path}/exp", f"data.valid=s3://{s3_bucket}/data/valid"]
         expected = ["`data.valid`", f"s3://{s3_bucket}/data/valid does not exist", "upload the data"]
     elif case == "missing audio":
-        uri = s3_local.upload_corpus(s3_server, s3_bucket, digits_corpus, "dump")
+        uri = s3_local.upload_corpus(s3_server, s3_bucket, digits, "dump")
         line, utt = next((i, l.split()[0]) for i, l in enumerate(
-            (digits_corpus / "valid" / "wav.scp").read_text().splitlines(), 1) if i == 5)
+            (digits / "valid" / "wav.scp").read_text().splitlines(), 1) if i == 5)
         s3_local.delete_object(s3_server, s3_bucket, f"dump/valid/wav/{utt}.wav")
         overrides = [f"exp_dir={tmp_path}/exp", *_bucket_data(uri)]
         expected = [f"{uri}/valid/wav.scp:{line}", f"{uri}/valid/wav/{utt}.wav does not exist", "upload it"]
@@ -197,7 +185,7 @@ def test_storage_problems_are_configuration_errors_before_ray(case, s3_bucket, s
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_run_lives_in_the_bucket_train_resume_evaluate_pack(s3_bucket, s3_server, digits_corpus, tmp_path,
+def test_a_run_lives_in_the_bucket_train_resume_evaluate_pack(s3_bucket, s3_server, digits, tmp_path,
                                                              ray_cluster, monkeypatch):
     """With the corpus in the bucket too: train one epoch, lose every local copy (a new machine),
     ``--resume`` for the second epoch with evaluation, lose the copies again, then
@@ -207,7 +195,7 @@ def test_a_run_lives_in_the_bucket_train_resume_evaluate_pack(s3_bucket, s3_serv
 
     monkeypatch.chdir(tmp_path)
     run = f"s3://{s3_bucket}/exp/tiny"
-    corpus = s3_local.upload_corpus(s3_server, s3_bucket, digits_corpus, "dump/raw")
+    corpus = s3_local.upload_corpus(s3_server, s3_bucket, digits, "dump/raw")
     convert(f"{corpus}/train", f"s3://{s3_bucket}/shards/train", utterances_per_shard=16)
     assert sorted(k for k in s3_local.objects(s3_server, s3_bucket, "shards/train/") if k.endswith(".tar")) == [
         f"shards/train/shard-00000{i}.tar" for i in range(4)]
@@ -264,12 +252,12 @@ def test_a_sweep_in_a_missing_bucket_is_refused_before_ray(s3_bucket, tmp_path, 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_sweep_lives_in_the_bucket_and_resumes_from_it(s3_bucket, s3_server, digits_corpus, tmp_path, ray_cluster,
+def test_a_sweep_lives_in_the_bucket_and_resumes_from_it(s3_bucket, s3_server, digits, tmp_path, ray_cluster,
                                                         monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = f"s3://{s3_bucket}/sweeps/tiny"
     path = _bucket_sweep(tmp_path, out)
-    data = _bucket_data(s3_local.upload_corpus(s3_server, s3_bucket, digits_corpus, "dump/raw"))
+    data = _bucket_data(s3_local.upload_corpus(s3_server, s3_bucket, digits, "dump/raw"))
     assert launch.main(["--sweep", str(path), "--num-gpus", "0", *data]) == 0
     names = {k[len("sweeps/tiny/"):] for k in s3_local.objects(s3_server, s3_bucket, "sweeps/tiny/")}
     for name in ("results.csv", "best.yaml", "metric.png", "shared/tokens.txt", "shared/stats/train/speech_shape"):

@@ -17,8 +17,9 @@ import yaml
 from espnet3 import launch
 from espnet3.from_espnet2 import convert, convert_file
 from task_harness import TASK_CONFIGS, tiny_config, tiny_overrides, train_two_steps, with_corpus_of
+from paths import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "espnet2_configs" / "families"
+FIXTURES = FIXTURES / "espnet2_configs" / "families"
 CONFIGS = sorted(FIXTURES.glob("*.yaml"))
 # Families that train on another family's corpus: SLU on the spoken digits (text = the digits).
 CORPUS_OF = {"slu1": "asr1"}

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from espnet3 import launch
-from test_fault_tolerance import _env, _overrides, _wait_for, digits  # noqa: F401 (digits: the corpus fixture)
 from espnet3.orchestration.slurm import SCRIPT, Node, Partition, SlurmSpec, _gpus, output_file, without_option
+from paths import REPO
+from runs import data_overrides, user_env, wait_for
 
 TINY = "configs/tiny_asr.yaml"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_options_parse_with_sbatch_names_and_types():
@@ -130,7 +130,7 @@ def _submit(slurm, cwd: Path, argv: list[str]) -> str:
     (cwd / "src").mkdir(parents=True)
     (cwd / "src" / "pace.py").write_text(PACE)
     proc = subprocess.run([sys.executable, "-m", "espnet3.launch", *argv], cwd=cwd,
-                          env={**_env(), "SLURM_CONF": slurm.env["SLURM_CONF"]}, capture_output=True, text=True,
+                          env={**user_env(), "SLURM_CONF": slurm.env["SLURM_CONF"]}, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return re.search(r"submitted SLURM job (\d+)", proc.stdout).group(1)
@@ -143,8 +143,8 @@ def _warn_and_wait_for_the_end(slurm, job: str, log: Path) -> str:
     # SLURM holds a requeued job for its credential lifetime (AuthInfo cred_expire, 20 s here) so that
     # the revoked credential of the first run cannot refuse the second; released early by hand
     # (`scontrol update StartTime=now`), the requeued run ended FAILED in CI without printing a line.
-    _wait_for(lambda: slurm.job_state(job) == "PENDING", "the job to requeue", timeout=300, logs=(log,))
-    _wait_for(lambda: slurm.job_state(job) in ("COMPLETED", "FAILED", "CANCELLED"), "the requeued job to end",
+    wait_for(lambda: slurm.job_state(job) == "PENDING", "the job to requeue", timeout=300, logs=(log,))
+    wait_for(lambda: slurm.job_state(job) in ("COMPLETED", "FAILED", "CANCELLED"), "the requeued job to end",
               timeout=400, logs=(log,))
     text = log.read_text()
     assert slurm.job_state(job) == "COMPLETED", text[-3000:] + slurm.diagnosis(job)
@@ -159,8 +159,8 @@ def test_a_run_asking_for_more_cpus_than_the_test_slurms_node_has_is_refused_bef
                                    check=True).stdout.split()[0])
     proc = subprocess.run(
         [sys.executable, "-m", "espnet3.launch", "--config", str(REPO / TINY), "--num-gpus", "0", "--num-workers",
-         str(node_cpus), "--slurm", "partition=debug", *_overrides(tmp_path / "exp", digits)],
-        cwd=tmp_path, env={**_env(), "SLURM_CONF": slurm.env["SLURM_CONF"]}, capture_output=True, text=True, timeout=300)
+         str(node_cpus), "--slurm", "partition=debug", *data_overrides(tmp_path / "exp", digits)],
+        cwd=tmp_path, env={**user_env(), "SLURM_CONF": slurm.env["SLURM_CONF"]}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (f"asks for {node_cpus + 1} CPUs per node" in proc.stderr
             and f"partition debug have at most {node_cpus}: lower --num-workers" in proc.stderr), proc.stderr
@@ -179,10 +179,10 @@ def test_a_submitted_run_and_sweep_checkpoint_at_the_warning_requeue_and_finish(
     run = tmp_path / "run"
     run_job = _submit(slurm, run, [
         "--config", str(REPO / TINY), "--num-gpus", "0", "--num-workers", "1", "trainer.max_epochs=6",
-        "callbacks=[{_target_: src.pace.Pace}]", *_overrides(run / "exp", digits),
+        "callbacks=[{_target_: src.pace.Pace}]", *data_overrides(run / "exp", digits),
         "--slurm", "partition=debug,time=00:30:00,signal_s=60,max_requeues=2"])
     status = subprocess.run([sys.executable, "-m", "espnet3.status", str(run / "exp")], capture_output=True, text=True,
-                            env={**_env(), "SLURM_CONF": slurm.env["SLURM_CONF"]}, timeout=60)
+                            env={**user_env(), "SLURM_CONF": slurm.env["SLURM_CONF"]}, timeout=60)
     # SLURM's state and reason while it waits (or the launcher's own, once the job has started)
     assert re.search(rf"state: (SLURM job {run_job}: (PENDING|RUNNING|CONFIGURING)|running)", status.stdout), status
     sweep = tmp_path / "sweep"
@@ -200,7 +200,7 @@ def _check_run(slurm, job: str, exp: Path) -> None:
     script = (exp / SCRIPT).read_text()
     assert "--slurm" not in script and "#SBATCH --signal=B:USR1@60" in script
     log = Path(output_file(exp, job))
-    _wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", timeout=300,
+    wait_for(lambda: list(exp.glob("checkpoint_*/checkpoint.ckpt")), "the first checkpoint", timeout=300,
               logs=(log,))
     text = _warn_and_wait_for_the_end(slurm, job, log)
     result = json.loads((exp / "train_result.json").read_text())
@@ -241,7 +241,7 @@ def _check_sweep(slurm, job: str, out: Path) -> None:
         return sorted((out / "trials").glob("*/train.yaml"), key=lambda p: p.stat().st_mtime)
 
     # The second trial trains (a checkpoint of its own) while the first one is done.
-    _wait_for(lambda: len(trials()) == 2 and list(trials()[1].parent.glob("checkpoint_*/checkpoint.ckpt")),
+    wait_for(lambda: len(trials()) == 2 and list(trials()[1].parent.glob("checkpoint_*/checkpoint.ckpt")),
               "the second trial's first checkpoint", timeout=400, logs=(log,))
     first, second = (p.parent for p in trials())
     first_checkpoints = sorted(p.name for p in first.glob("checkpoint_*"))

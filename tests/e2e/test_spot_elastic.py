@@ -24,38 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from net_utils import RAY_BIN, alive_nodes, free_ports, join_node, kill_node, ray_start, token_auth
-from test_fault_tolerance import (  # noqa: F401 (digits: the fixture)
-    TINY, TIMEOUT_S, _env, _overrides, _steps_per_epoch, _train_workers, _wait_for, digits,
-)
-
-DEADLINE_S = 20
-# Steps paced to half a second (a user callback, loaded from the launch directory as a recipe's
-# own code is), so that the notice, the reclaim and the new node all fall inside the run.
-PACE = """
-import time
-import lightning as L
-
-
-class Pace(L.Callback):
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        time.sleep(0.5)
-"""
-def spot_env(ray_tmp: Path) -> dict[str, str]:
-    """The environment of every process of a spot-test cluster (its nodes, the launcher, the CLI)."""
-    return _env(RAY_TMPDIR=str(ray_tmp), **token_auth(), RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S="1",
-                RAY_agent_register_timeout_ms="300000",  # see test_no_shared_filesystem: a busy suite's slow agents
-                # a dead node is noticed in about 3 s instead of 15 (GCS health checks)
-                RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
-
-
-def start_head(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    """A head without CPUs (the driver and Ray Train's controller only); the node and its address."""
-    gcs, dashboard, client = free_ports(3)
-    head = ray_start(env, "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
-                     f"--ray-client-server-port={client}", "--num-cpus=0", "--include-dashboard=true")
-    return head, f"127.0.0.1:{gcs}"
-
+from net_utils import RAY_BIN, alive_nodes, join_node, kill_node, ray_start, start_head
+from paths import TINY
+from runs import TIMEOUT_S, data_overrides, steps_per_epoch, train_workers, wait_for
+from spot import DEADLINE_S, PACE, spot_env
 
 def _started(exp: Path, count: int) -> float | None:
     """When the ``count``-th worker group started (``exp_dir/attempts``), once it has."""
@@ -89,7 +61,7 @@ def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_surv
         digits, tmp_path, monkeypatch):
     ray_tmp = Path(f"/tmp/e3spot{os.getpid()}")
     env = spot_env(ray_tmp)
-    head, address = start_head(env)
+    head, address, _ = start_head(env, "--num-cpus=0")  # the driver and Ray Train's controller only
     nodes = [head]
     exp = tmp_path / "exp"
     try:
@@ -104,14 +76,14 @@ def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_surv
                  "--num-workers", "1-2", "--address", address, "trainer.max_epochs=20", "max_failures=1",
                  "callbacks=[{_target_: src.pace.Pace}]",
                  "elastic_resize_monitor_interval_s=5", "timeouts.worker_start_s=180",
-                 *_overrides(exp, digits), "--stages", "train"],
+                 *data_overrides(exp, digits), "--stages", "train"],
                 cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
             )
         try:
             def logs() -> tuple[Path, ...]:
                 return (log, *sorted(exp.glob("logs/rank*.log")))
 
-            _wait_for(lambda: _checkpointed_with_two(exp), "a checkpoint of the two-worker group", proc,
+            wait_for(lambda: _checkpointed_with_two(exp), "a checkpoint of the two-worker group", proc,
                       logs=logs())
             first_step = max(r["step"] for r in _reports(exp))
             started_before = len(_attempt_sizes(exp))
@@ -121,7 +93,7 @@ def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_surv
                             "--reason=DRAIN_NODE_REASON_PREEMPTION", "--reason-message=spot reclaim",
                             f"--deadline-remaining-seconds={DEADLINE_S}"], env=env, check=True,
                            capture_output=True, timeout=60)
-            _wait_for(lambda: any("preemption" in r for r in _reports(exp)), "the preemption checkpoint", proc,
+            wait_for(lambda: any("preemption" in r for r in _reports(exp)), "the preemption checkpoint", proc,
                       timeout=DEADLINE_S + 30, logs=logs())
             noticed = time.time()
             time.sleep(max(0.0, drained_at + DEADLINE_S - time.time()))
@@ -129,12 +101,12 @@ def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_surv
             # The survivor's restart with one worker, before a new node joins: a busy machine can
             # take a minute to start a worker, and a node joining meanwhile has the resize monitor
             # replace the group before it ever recorded its start (seen in a fresh-clone suite).
-            _wait_for(lambda: _started(exp, started_before + 1), "the survivor's restart", proc, logs=logs())
+            wait_for(lambda: _started(exp, started_before + 1), "the survivor's restart", proc, logs=logs())
             nodes.append(ray_start(env, f"--address={address}", "--num-cpus=1"))  # a new spot node joins
-            grown = _wait_for(lambda: _started(exp, started_before + 2), "the group to grow back", proc, logs=logs())
-            _wait_for(lambda: any(p.stat().st_mtime > grown for p in exp.glob("checkpoint_*/metrics.json")),
+            grown = wait_for(lambda: _started(exp, started_before + 2), "the group to grow back", proc, logs=logs())
+            wait_for(lambda: any(p.stat().st_mtime > grown for p in exp.glob("checkpoint_*/metrics.json")),
                       "a checkpoint of the grown group", proc, logs=logs())
-            assert _train_workers(nodes[1].pid), "a rank runs on the first worker node"
+            assert train_workers(nodes[1].pid), "a rank runs on the first worker node"
             kill_node(nodes[1])  # lost without notice
             proc.wait(timeout=TIMEOUT_S)
         finally:
@@ -147,7 +119,7 @@ def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_surv
         # Every epoch whole (a resumed one re-dealt; Lightning would otherwise cut the epochs after
         # it short): the planned optimizer steps, give or take one per re-dealt epoch's rounding.
         monkeypatch.syspath_prepend(str(tmp_path))  # the run's train.yaml names the recipe's src.pace
-        planned = 20 * _steps_per_epoch(exp)
+        planned = 20 * steps_per_epoch(exp)
         assert planned <= result["metrics"]["step"] <= planned + len(result["resizes"])
         (preemption,) = result["preemptions"]
         assert preemption["checkpoint_step"] > first_step and preemption["noticed_at"] >= drained_at - 1

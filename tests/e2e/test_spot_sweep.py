@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from net_utils import RAY_BIN, alive_nodes, join_node, kill_node, ray_start
-from test_fault_tolerance import TINY, TIMEOUT_S, _train_workers, _wait_for, digits  # noqa: F401
-from test_spot_elastic import DEADLINE_S, PACE, spot_env, start_head
+from net_utils import RAY_BIN, alive_nodes, join_node, kill_node, ray_start, start_head
+from paths import TINY
+from runs import TIMEOUT_S, train_workers, wait_for
+from spot import DEADLINE_S, PACE, spot_env
 
 EPOCHS = 6
 
@@ -38,7 +39,7 @@ def _trial_reports(trial: Path) -> list[dict]:
 def test_a_drained_node_under_a_sweep_trial_costs_no_step_and_tune_sees_every_epoch_once(digits, tmp_path):
     ray_tmp = Path(f"/tmp/e3spotsweep{os.getpid()}")
     env = spot_env(ray_tmp)
-    head, address = start_head(env)
+    head, address, _ = start_head(env, "--num-cpus=0")  # the driver and Ray Train's controller only
     nodes = [head]
     out = tmp_path / "out"
     try:
@@ -71,11 +72,11 @@ def test_a_drained_node_under_a_sweep_trial_costs_no_step_and_tune_sees_every_ep
             def logs() -> tuple[Path, ...]:
                 return (log, *sorted(out.glob("trials/*/logs/rank*.log")))
 
-            _wait_for(lambda: trial() and list(trial().glob("checkpoint_*/checkpoint.ckpt")),
+            wait_for(lambda: trial() and list(trial().glob("checkpoint_*/checkpoint.ckpt")),
                       "the trial's first checkpoint", proc, logs=logs())
             exp = trial()
             first_step = max(r["step"] for r in _trial_reports(exp))
-            (victim,) = [i for i in (1, 2) if _train_workers(nodes[i].pid)]
+            (victim,) = [i for i in (1, 2) if train_workers(nodes[i].pid)]
             label = "a" if victim == 1 else "b"
             node_id = next(n for n, resources in alive_nodes(address, env).items() if label in resources)
             drained_at = time.time()
@@ -83,7 +84,7 @@ def test_a_drained_node_under_a_sweep_trial_costs_no_step_and_tune_sees_every_ep
                             "--reason=DRAIN_NODE_REASON_PREEMPTION", "--reason-message=spot reclaim",
                             f"--deadline-remaining-seconds={DEADLINE_S}"], env=env, check=True,
                            capture_output=True, timeout=60)
-            _wait_for(lambda: any("preemption" in r for r in _trial_reports(exp)), "the preemption checkpoint",
+            wait_for(lambda: any("preemption" in r for r in _trial_reports(exp)), "the preemption checkpoint",
                       proc, timeout=DEADLINE_S + 30, logs=logs())
             noticed = time.time()
             time.sleep(max(0.0, drained_at + DEADLINE_S - time.time()))

@@ -12,9 +12,8 @@ from espnet3 import launch
 from espnet3.config import load_config
 from espnet3.sweep.errors import SweepError
 from espnet3.sweep.spec import SweepSpec
+from paths import REPO, TINY
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "configs" / "tiny_asr.yaml"
 TINY_SWEEP = REPO / "configs" / "sweep_tiny.yaml"
 
 

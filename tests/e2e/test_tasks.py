@@ -1,7 +1,7 @@
 """Every task family in configs/tasks/: its corpus, data plan, two training steps, infer and measure.
 
 Each shipped config runs at tiny size in this process (no Ray: the launcher's Ray path is covered
-by tests/test_launch.py), through the same pieces the launcher uses: the synthetic corpus, the
+by tests/e2e/test_launch.py), through the same pieces the launcher uses: the synthetic corpus, the
 data plan (ESPnet2 dataset, task preprocessor, samplers, collate), collect_stats where the config
 normalises with global_mvn, ESPnetLightningModule under Lightning, the ESPnet2 export, the task's
 inference class and its metrics.

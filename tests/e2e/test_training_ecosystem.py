@@ -15,8 +15,8 @@ import torch
 
 from espnet3 import launch
 from espnet3.utils.espnet2_imports import import_espnet2
+from paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 MARKER = '''
 from pathlib import Path
 

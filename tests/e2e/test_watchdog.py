@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from espnet3.orchestration.watchdog import (STALL_FLOOR_S, STALL_STEPS, RankState, find_stall, find_stragglers,
                                            stall_threshold)
-from test_fault_tolerance import TIMEOUT_S, TINY, _attempts, _env, _overrides, _wait_for, digits  # noqa: F401
+from paths import TINY
+from runs import TIMEOUT_S, attempts, data_overrides, user_env, wait_for
 
 BLOCK = """
 import json, os, threading, time
@@ -113,12 +113,12 @@ def test_a_blocked_rank_is_found_its_stacks_written_and_the_attempt_restarted(di
         proc = subprocess.Popen(
             [sys.executable, "-m", "espnet3.launch", "--config", str(TINY), "--num-gpus", "0", "--num-workers", "2",
              "trainer.max_epochs=3", "max_failures=1", "timeouts.stall_s=15", "callbacks=[{_target_: src.block.Block}]",
-             *_overrides(exp, digits), "--stages", "train"],
-            cwd=tmp_path, env=_env(), stdout=out, stderr=subprocess.STDOUT, text=True,
+             *data_overrides(exp, digits), "--stages", "train"],
+            cwd=tmp_path, env=user_env(), stdout=out, stderr=subprocess.STDOUT, text=True,
         )
     try:
         # while rank 1 is blocked: the status shows the run, its progress and both ranks' places
-        _wait_for(lambda: marker.exists() and "rank 1 on" in _status(exp), "a status with the ranks", proc,
+        wait_for(lambda: marker.exists() and "rank 1 on" in _status(exp), "a status with the ranks", proc,
                   logs=(log,))
         running = _status(exp)
         assert "state: running, stage train" in running and "progress: epoch" in running, running
@@ -137,7 +137,7 @@ def test_a_blocked_rank_is_found_its_stacks_written_and_the_attempt_restarted(di
     assert "torch/distributed" in stacks[0], "the other rank waits for it in Lightning's next collective"
     found_at = (exp / "logs" / "stall-1" / "rank1.txt").stat().st_mtime
     assert found_at - json.loads(marker.read_text())["blocked_at"] < 180, "found within 3 minutes"
-    assert _attempts(exp) == 2, "the stalled attempt ended and Ray Train restarted the group once"
+    assert attempts(exp) == 2, "the stalled attempt ended and Ray Train restarted the group once"
     assert json.loads((exp / "train_result.json").read_text())["metrics"]["step"] > 5, "and the run finished"
     finished = _status(exp)
     assert "state: finished" in finished and "attempts: 2 (world sizes 2, 2)" in finished, finished

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import random
@@ -9,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -19,9 +22,14 @@ RAY_BIN = Path(sys.executable).parent / "ray"
 # Below the kernel's ephemeral range (where every outgoing connection takes its local port) and
 # above Ray's worker ports (10002-19999): a port chosen here stays free until the daemon binds it.
 # Ports from bind(0) come from the ephemeral range, where another cluster's connections can take
-# one before a dashboard agent binds it: the likely cause (not proven) of two suite runs in which an
-# agent never came up ("No available agent"; a raylet crashed waiting for the agent's port file).
+# one before a dashboard agent binds it.
 _QUIET_PORTS = range(20000, 32768)
+# Every port handed out to a test node on this machine, with the process that took it: a port is
+# free to bind from the moment it is chosen until its daemon binds it, and two `ray start` of two
+# test processes at the same moment picked the same one (the loser's raylet aborted with "bind:
+# Address already in use" and its `ray start` said "The current node timed out during startup").
+# Handed out under a lock, a port is never handed out again while the process that took it lives.
+_REGISTRY = Path(tempfile.gettempdir()) / "espnet3-test-ports.json"
 
 
 def _ephemeral_low() -> int:
@@ -31,30 +39,57 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        pass
+    return True
+
+
+@contextlib.contextmanager
+def _port_registry():
+    """The machine's ``port -> pid`` of ports handed out to live test processes, held under an
+    exclusive lock and written back on exit."""
+    with open(_REGISTRY.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            taken = json.loads(_REGISTRY.read_text()) if _REGISTRY.is_file() else {}
+        except (OSError, ValueError):
+            taken = {}
+        taken = {port: pid for port, pid in taken.items() if _alive(pid)}
+        yield taken
+        tmp = _REGISTRY.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(taken))
+        os.replace(tmp, _REGISTRY)
+
+
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports free on 127.0.0.1 right now, outside the ephemeral range (all bound
-    at once, so none repeats)."""
+    """``n`` distinct TCP ports free on 127.0.0.1 right now, outside the ephemeral range, and not
+    handed out to any other live test process of this machine (nor before to this one)."""
     low = _ephemeral_low()
     quiet = [p for p in _QUIET_PORTS if p < low]
-    candidates = random.sample(quiet, min(len(quiet), 50 * n)) if quiet else []
-    socks: list[socket.socket] = []
-    for port in candidates:
-        if len(socks) == n:
-            break
-        sock = socket.socket()
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            sock.close()
-            continue
-        socks.append(sock)
-    while len(socks) < n:  # no quiet range on this machine: the kernel's choice
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        socks.append(sock)
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
+    if not quiet:
+        raise RuntimeError(f"no port between {_QUIET_PORTS.start} and the ephemeral range (from {low}) on this "
+                           "machine: widen net.ipv4.ip_local_port_range's lower bound")
+    ports: list[int] = []
+    with _port_registry() as taken:
+        for port in random.sample(quiet, len(quiet)):
+            if len(ports) == n:
+                break
+            if str(port) in taken:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            ports.append(port)
+        if len(ports) < n:
+            raise RuntimeError(f"only {len(ports)} of {n} ports free between {_QUIET_PORTS.start} and {low}")
+        taken.update({str(port): os.getpid() for port in ports})
     return ports
 
 
@@ -77,6 +112,15 @@ def ray_start(env: dict[str, str], *args: str, prefix: tuple[str, ...] = ()) -> 
          f"--runtime-env-agent-port={env_agent}", f"--metrics-export-port={metrics}", "--disable-usage-stats", *args],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
+
+
+def start_head(env: dict[str, str], *args: str) -> tuple[subprocess.Popen, str, int]:
+    """`ray start --head --block` on 127.0.0.1 with a dashboard and ports of its own (``args``:
+    more options, e.g. ``--num-cpus=0``): the node, its address and its dashboard's port."""
+    gcs, dashboard, client = free_ports(3)
+    head = ray_start(env, "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
+                     f"--ray-client-server-port={client}", "--include-dashboard=true", *args)
+    return head, f"127.0.0.1:{gcs}", dashboard
 
 
 def ray_logs_tail(ray_tmp: Path, lines: int = 15) -> str:
@@ -138,20 +182,11 @@ def wait_for_nodes(address: str, env: dict[str, str], count: int, cpus: float = 
 def join_node(env: dict[str, str], address: str, count: int, *args: str, cpus: float = 0,
               prefix: tuple[str, ...] = ()) -> subprocess.Popen:
     """`ray start --address` for one more node, returned once the cluster shows ``count`` nodes
-    (``cpus`` CPUs in all). In 4 of about 10 fresh-clone suite runs one node of a test cluster never
-    registered under load (its raylet waiting for its agent, the driver's GCS lookup; 120-180 s),
-    while it came up every time alone and beside CPU hogs: a node not seen within 120 s is started
-    once more, and only if that fails too does the test fail, with both starts' Ray logs."""
-    failed: list[str] = []
-    for wait_s in (120, 180):
-        node = ray_start(env, f"--address={address}", *args, prefix=prefix)
-        try:
-            wait_for_nodes(address, env, count, cpus=cpus, timeout=wait_s)
-        except TimeoutError as exc:
-            failed.append(f"{exc}\n{ray_logs_tail(Path(env['RAY_TMPDIR'])) if 'RAY_TMPDIR' in env else ''}")
-            kill_node(node)
-            continue
-        if failed:
-            print("a node's first start failed:\n" + failed[0])
-        return node
-    raise TimeoutError("\n".join(failed))
+    (``cpus`` CPUs in all); a node not seen within 180 s fails the test with the cluster's Ray logs."""
+    node = ray_start(env, f"--address={address}", *args, prefix=prefix)
+    try:
+        wait_for_nodes(address, env, count, cpus=cpus, timeout=180)
+    except TimeoutError as exc:
+        kill_node(node)
+        raise TimeoutError(f"{exc}\n{ray_logs_tail(Path(env['RAY_TMPDIR'])) if 'RAY_TMPDIR' in env else ''}") from None
+    return node

@@ -20,8 +20,9 @@ from espnet3.config import load_config
 from espnet3.orchestration.preparation import absolutize, default_stages, prepare_data, stats_model
 from espnet3.stages.collect_stats import collect_stats
 from espnet3.utils.task_utils import build_model
+from paths import CONFIGS
 
-TASK_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tasks"
+TASK_CONFIGS = CONFIGS / "tasks"
 TINY = {"num_train": 24, "num_valid": 6, "num_test": 6}
 TRAINER_KEYS = ("max_epochs", "limit_train_batches", "limit_val_batches", "num_sanity_val_steps", "gradient_clip_val")
 

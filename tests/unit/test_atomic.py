@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from espnet3.storage import atomic_save, atomic_write_json
+from paths import REPO
 
 # Each writer signals through `ready` once the new content is partly written, then waits to be killed.
 WRITERS = {
@@ -61,7 +62,7 @@ def _read(path: Path) -> float:
 def test_a_writer_killed_mid_write_leaves_the_previous_file_intact(name, tmp_path):
     target, ready = tmp_path / name, tmp_path / "ready"
     _write(target, 5.0)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-c", WRITERS[name], str(target), str(ready)], env=env)
     try:
         deadline = time.monotonic() + 120

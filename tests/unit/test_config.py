@@ -10,6 +10,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from espnet3.config import ConfigError, load_config, save_config
+from paths import TINY
 
 MINIMAL = """
 task: asr1
@@ -227,7 +228,7 @@ def test_save_config_resolves_a_copy_and_redacts_secrets(tmp_path, monkeypatch):
 
 
 def test_a_saved_config_loads_back(tmp_path):
-    original = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny_asr.yaml", [f"exp_dir={tmp_path}/exp"])
+    original = load_config(TINY, [f"exp_dir={tmp_path}/exp"])
     saved = save_config(original, tmp_path / "train.yaml")
     again = load_config(saved)
     assert again.optimizers is None and again.model.encoder == "transformer"

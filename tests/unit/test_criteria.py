@@ -108,7 +108,7 @@ def test_pruner_leaves_alone_a_checkpoint_still_being_uploaded_beside_the_report
 
 # --------------------------------------------- criteria checked against what the model logs, before Ray
 def _check(criteria, logged, missing="error"):
-    from espnet3.config.preflight import check_criteria
+    from espnet3.driver.model_checks import check_criteria
 
     return check_criteria({"best_model_criterion": criteria, "best_model_criterion_missing": missing},
                           logged, "train.yaml")

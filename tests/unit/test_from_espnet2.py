@@ -11,8 +11,9 @@ import yaml
 from espnet3.config import load_config
 from espnet3.from_espnet2 import convert, convert_file, main
 from espnet3.utils.task_utils import build_model
+from paths import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "espnet2_configs"
+FIXTURES = FIXTURES / "espnet2_configs"
 CONFIGS = sorted(FIXTURES.glob("*.yaml"))
 TOKENS = ["<blank>", "<unk>", "a", "b", "c", "d", "e", "<sos/eos>"]
 

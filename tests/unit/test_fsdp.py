@@ -14,6 +14,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from ddp_harness import run_ddp
 from espnet3.components.modeling.lightning_module import ESPnetLightningModule
 from toy_models import Regressor, Trace, loader, make_trainer, regression_batches
+from paths import TINY
 
 ADAM = {"optimizer": {"_target_": "torch.optim.Adam", "lr": 0.05}}
 
@@ -91,7 +92,7 @@ def test_tiny_asr_trains_with_rays_fsdp_strategy_on_two_gpus(tmp_path, ray_clust
 
     from espnet3 import launch
 
-    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny_asr.yaml"
+    tiny = TINY
     data = tmp_path / "data"
     assert launch.main([
         "--config", str(tiny), "--num-gpus", "2", f"exp_dir={tmp_path}/exp", f"data.train={data}/train",

@@ -8,7 +8,6 @@ test_object_storage.py.
 """
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,9 +21,8 @@ from espnet3.data.shard import convert, main as shard_main
 from espnet3.data.shard_format import MANIFEST, ShardManifest, ShardReader, is_shard_dir
 from espnet3.data.shard_sampler import ShardBatchSampler, epoch_plan
 from espnet3.data.sources import SplitSource
+from paths import TINY
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "configs" / "tiny_asr.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ from omegaconf import OmegaConf
 
 from espnet3.config import load_config
 from espnet3.systems.tasks import TASKS
+from espnet3.utils.code_dir import config_code_dir
 from espnet3.utils.espnet2_imports import import_espnet2
 from espnet3.utils.task_utils import (
     build_model,
-    config_code_dir,
     get_espnet_model,
     resolve_task,
     task_args,
@@ -174,7 +174,7 @@ def test_target_model_from_the_recipe_directory_is_importable(tmp_path, monkeypa
 def test_recipe_code_names_the_package_a_target_model_lives_in(tmp_path):
     from omegaconf import OmegaConf
 
-    from espnet3.utils.task_utils import recipe_code
+    from espnet3.utils.code_dir import recipe_code
 
     (tmp_path / "src").mkdir()
     target = OmegaConf.create({"task": None, "model": {"_target_": "src.my_model.MyModel"}})

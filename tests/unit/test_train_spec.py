@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from espnet3 import launch
 from espnet3.config import ConfigError, load_config
 from espnet3.orchestration.train_spec import TrainSpec
+from paths import TINY
 
 BASE = """
 task: asr1
@@ -129,7 +130,7 @@ def test_fsdp_combinations_that_fail_in_workers_are_refused_up_front(tmp_path, e
 def test_fsdp_on_cpu_workers_is_a_usage_error_before_ray_starts(tmp_path, capsys):
     from pathlib import Path
 
-    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny_asr.yaml"
+    tiny = TINY
     code = launch.main(["--config", str(tiny), "--num-gpus", "0", "--dry-run", f"exp_dir={tmp_path}/exp",
                         "trainer.strategy=fsdp"])
     assert code == launch.EXIT_USAGE
