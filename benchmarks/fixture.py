@@ -33,7 +33,7 @@ def make_fixture(
     A constant-rate scheduler and no gradient clipping, so the plain side's forward/loss/Adam does the same
     arithmetic; validation is off (``limit_val_batches: 0``) except where a run overrides it.
     """
-    from espnet3.data.digits import generate_corpus
+    from espnet3.corpora.digits import generate_corpus
     from espnet3.orchestration.preparation import prepare_data
 
     if model not in MODELS:

@@ -72,7 +72,7 @@ def model_from_config(config: Path, device: torch.device):
     """The config's ESPnet2 model with a character token list of the digit words (utterance MVN)."""
     from omegaconf import OmegaConf
 
-    from espnet3.data.digits import DIGIT_WORDS
+    from espnet3.corpora.digits import DIGIT_WORDS
     from espnet3.utils.task_utils import build_task_model, task_args
 
     cfg = OmegaConf.to_container(OmegaConf.load(config), resolve=False)

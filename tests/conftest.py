@@ -43,7 +43,7 @@ def ray_cluster():
 def digits(tmp_path_factory) -> Path:
     """The small spoken-digits corpus the end-to-end runs of ``configs/tiny_asr.yaml`` train on
     (60/12/12 utterances, seed 0), made once per test process."""
-    from espnet3.data.digits import generate_corpus
+    from espnet3.corpora.digits import generate_corpus
 
     root = tmp_path_factory.mktemp("digits")
     generate_corpus(root, num_train=60, num_valid=12, num_test=12, seed=0, verbose=False)

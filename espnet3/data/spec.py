@@ -56,7 +56,7 @@ class DataSpec:
             data prepared like the training data, e.g. speaker ID on held-out utterances of the
             training speakers (ESPnet2's speaker preprocessor expects trial pairs otherwise).
         digits: Options for the synthetic digits corpus; read by the launcher, not here.
-        synth: Options for a synthetic task corpus (``espnet3.data.synth``: ``task``, ``dir``,
+        synth: Options for a synthetic task corpus (``espnet3.corpora.synth``: ``task``, ``dir``,
             ``num_train``, ...); read by the launcher, not here.
     """
 
@@ -91,7 +91,7 @@ class DataSpec:
         if self.synth is not None and not (isinstance(self.synth, Mapping) and {"task", "dir"} <= set(self.synth)):
             raise DataError(
                 f"`data.synth` is {self.synth!r}; expected {{task: lid, dir: data/lid, num_train: ...}} "
-                "(see python -m espnet3.data.synth --help)"
+                "(see python -m espnet3.corpora.synth --help)"
             )
         for name in self.test:
             if name in ("train", "valid"):

@@ -156,12 +156,12 @@ def splits_for(cfg: DictConfig, stages: Sequence[str]) -> list[str]:
 def make_corpus(cfg: DictConfig) -> None:
     """Synthesise the corpus a config asks for (``data.digits``, ``data.synth``) unless it is already there."""
     if cfg.data.get("digits"):
-        from espnet3.data.digits import generate_corpus
+        from espnet3.corpora.digits import generate_corpus
 
         root = Path(str(cfg.data.train)).parent
         generate_corpus(root, **OmegaConf.to_container(cfg.data.digits, resolve=True))
     if cfg.data.get("synth"):
-        from espnet3.data.synth import generate
+        from espnet3.corpora.synth import generate
 
         options = OmegaConf.to_container(cfg.data.synth, resolve=True)
         generate(options.pop("task"), Path(options.pop("dir")), **options)

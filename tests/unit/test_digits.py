@@ -1,4 +1,4 @@
-"""Tests for the synthetic spoken-digits corpus (espnet3.data.digits / espeak)."""
+"""Tests for the synthetic spoken-digits corpus (espnet3.corpora.digits / espeak)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from espnet3.data import digits
-from espnet3.data.digits import SPLITS, generate_corpus, is_complete, plan_split, read_spk2info
+from espnet3.corpora import digits
+from espnet3.corpora.digits import SPLITS, generate_corpus, is_complete, plan_split, read_spk2info
 
 SMALL = dict(num_train=20, num_valid=5, num_test=5)
 VOCAB = set(digits.DIGIT_WORDS) | {"OH"}
@@ -117,7 +117,7 @@ def test_duration_grows_with_number_of_digits(corpus):
     assert durations[lengths <= 2].mean() < durations[lengths >= 6].mean()
 
     # Same speaker, 1 vs 7 digits, straight through the synthesiser.
-    from espnet3.data.espeak import VoiceSpec, get_synthesizer
+    from espnet3.corpora.espeak import VoiceSpec, get_synthesizer
 
     synth = get_synthesizer()
     spec = VoiceSpec("en-us", "m3", pitch=50, rate=220, pitch_range=50)

@@ -27,7 +27,7 @@ from paths import TINY
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from espnet3.data.digits import generate_corpus
+    from espnet3.corpora.digits import generate_corpus
 
     root = tmp_path_factory.mktemp("digits")
     generate_corpus(root, num_train=40, num_valid=8, num_test=8, seed=1, verbose=False)

@@ -1,4 +1,4 @@
-"""Tests for the synthetic per-task corpora (espnet3.data.synth)."""
+"""Tests for the synthetic per-task corpora (espnet3.corpora.synth)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from espnet3.data import digits, synth
-from espnet3.data.digits import SPLITS, read_spk2info
-from espnet3.data.synth import generate
+from espnet3.corpora import digits, synth
+from espnet3.corpora.digits import SPLITS, read_spk2info
+from espnet3.corpora.synth import generate
 
 # Tiny, but enough for every language / count class in train and for both trial labels.
 SMALL = dict(num_train=10, num_valid=5, num_test=8)
@@ -289,6 +289,6 @@ def test_bad_arguments_raise_before_touching_the_disk(tmp_path, capsys):
 def test_refuses_to_delete_a_foreign_split_dir(tmp_path):
     (tmp_path / "valid").mkdir()
     (tmp_path / "valid" / "text").write_text("mine\n")
-    with pytest.raises(FileExistsError, match="espnet3.data.synth"):
+    with pytest.raises(FileExistsError, match="espnet3.corpora.synth"):
         generate("mt", tmp_path, num_train=2, num_valid=1, num_test=1, verbose=False)
     assert (tmp_path / "valid" / "text").read_text() == "mine\n"

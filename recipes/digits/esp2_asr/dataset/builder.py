@@ -29,6 +29,6 @@ class DigitsBuilder(DatasetBuilder):
         return all((root / split / "text").is_file() for split in SPLITS)
 
     def build(self, recipe_dir: str | Path = ".", **_kwargs) -> None:
-        from espnet3.data.digits import generate_corpus
+        from espnet3.corpora.digits import generate_corpus
 
         generate_corpus(corpus_dir(recipe_dir), **SIZES)

@@ -11,7 +11,7 @@ Design choices and why:
 * Every split draws from its own child of ``SeedSequence(seed)``: changing
   ``num_valid`` does not reshuffle the training set.
 * espeak-ng's output depends on what the process synthesised before (see
-  :mod:`espnet3.data.espeak`), so each fixed-size chunk of utterances is synthesised
+  :mod:`espnet3.corpora.espeak`), so each fixed-size chunk of utterances is synthesised
   in a fresh spawned process. The result is byte-identical for a given seed no
   matter how many workers run, and chunks of the training split run in parallel.
 * ``corpus.json`` is written last and records the parameters; a later call with
@@ -19,7 +19,7 @@ Design choices and why:
 
 CLI::
 
-    python -m espnet3.data.digits --out data/digits --num-train 2000 --num-valid 200 \
+    python -m espnet3.corpora.digits --out data/digits --num-train 2000 --num-valid 200 \
         --num-test 200 --seed 0
 """
 
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from espnet3.data.espeak import TARGET_SAMPLE_RATE, VoiceSpec
+from espnet3.corpora.espeak import TARGET_SAMPLE_RATE, VoiceSpec
 
 SPLITS = ("train", "valid", "test")
 DIGIT_WORDS = ("ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE")
@@ -94,7 +94,7 @@ class Utterance:
 
 
 # ---------------------------------------------------------------------- planning
-# The helpers below are shared with espnet3.data.synth, which plans other task
+# The helpers below are shared with espnet3.corpora.synth, which plans other task
 # families from the same digit strings and voices.
 def check_count(name: str, value: object) -> int:
     """Validate a non-negative int argument (a count or a seed) named ``name``."""
@@ -199,7 +199,7 @@ def _synthesize_chunk(wav_dir: str, jobs: list[tuple[str, str, VoiceSpec]], rand
     """Worker entry point: runs in a fresh process so espeak starts from a known state."""
     import soundfile
 
-    from espnet3.data.espeak import get_synthesizer
+    from espnet3.corpora.espeak import get_synthesizer
 
     started = time.perf_counter()
     synth = get_synthesizer()
@@ -520,7 +520,7 @@ def generate_corpus(
     voices = list(voices)
     if len(set(voices)) != len(voices):
         raise ValueError(f"voices contains duplicates: {voices}")
-    from espnet3.data.espeak import get_synthesizer
+    from espnet3.corpora.espeak import get_synthesizer
 
     synth = get_synthesizer()
     for voice in voices:
@@ -545,7 +545,7 @@ def generate_corpus(
         return stats
 
     return build_corpus(out_dir, params, fill, lambda d: is_complete(d, params), tag="digits",
-                        writer="espnet3.data.digits", marker=SPEAKER_INFO_NAME, force=force, log=log)
+                        writer="espnet3.corpora.digits", marker=SPEAKER_INFO_NAME, force=force, log=log)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -561,7 +561,7 @@ def non_negative_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m espnet3.data.digits",
+        prog="python -m espnet3.corpora.digits",
         description="Synthesise a spoken-digits corpus (Kaldi/ESPnet2 data dirs) with espeak-ng.",
     )
     parser.add_argument("--out", required=True, type=Path, help="output directory")
@@ -593,7 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Re-import under the package name so that functions pickled for the spawned
-    # workers are found as espnet3.data.digits.*, not __main__.*.
-    from espnet3.data.digits import main as _main
+    # workers are found as espnet3.corpora.digits.*, not __main__.*.
+    from espnet3.corpora.digits import main as _main
 
     sys.exit(_main())

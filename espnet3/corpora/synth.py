@@ -1,6 +1,6 @@
 """Small synthetic corpora for ESPnet2 task families, built offline from spoken digit strings.
 
-Each task reuses the machinery of :mod:`espnet3.data.digits`: seeded planning (digit
+Each task reuses the machinery of :mod:`espnet3.corpora.digits`: seeded planning (digit
 strings, espeak voices whose variants are held out in valid/test), synthesis in
 fresh processes (byte-identical per seed), atomic split replacement, a file lock
 and a ``corpus.json`` written last so that a complete corpus with the same
@@ -41,7 +41,7 @@ Task specifics and why:
 
 CLI::
 
-    python -m espnet3.data.synth lid --out data/lid --num-train 1500 --seed 0
+    python -m espnet3.corpora.synth lid --out data/lid --num-train 1500 --seed 0
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ from pathlib import Path
 
 import numpy as np
 
-from espnet3.data import digits
-from espnet3.data.digits import SPLITS, Utterance
-from espnet3.data.espeak import TARGET_SAMPLE_RATE, VoiceSpec
+from espnet3.corpora import digits
+from espnet3.corpora.digits import SPLITS, Utterance
+from espnet3.corpora.espeak import TARGET_SAMPLE_RATE, VoiceSpec
 
 # (num_train, num_valid, num_test) per task: each synthesises in seconds on 2 cores.
 DEFAULT_SIZES: dict[str, tuple[int, int, int]] = {
@@ -333,7 +333,7 @@ def _split_files(task: str, split: str, plan: SplitPlan, final_dir: Path) -> dic
         name: [f"{u.utt_id} {render(u.words, language or _spoken_language(task, u))}" for u in plan.utts]
         for name, language in TEXT_FILES[task].items()
     }
-    files[SPLIT_MARKER] = [f"written by espnet3.data.synth (task {task}); regenerating replaces this directory"]
+    files[SPLIT_MARKER] = [f"written by espnet3.corpora.synth (task {task}); regenerating replaces this directory"]
     if task in TEXT_TASKS:
         return files
     files["wav.scp"] = digits.scp_lines(plan.utts, final_dir / "wav")
@@ -420,7 +420,7 @@ def _check_voices(task: str) -> None:
     """Fail before touching the disk if the espeak data lacks a voice the task speaks with."""
     if task in TEXT_TASKS:
         return
-    from espnet3.data.espeak import get_synthesizer
+    from espnet3.corpora.espeak import get_synthesizer
 
     synth = get_synthesizer()
     if task == "tts":
@@ -489,14 +489,14 @@ def generate(
         return stats
 
     return digits.build_corpus(out_dir, params, fill, lambda d: is_complete(d, params), tag=f"synth {task}",
-                               writer="espnet3.data.synth", marker=SPLIT_MARKER, force=force, log=log)
+                               writer="espnet3.corpora.synth", marker=SPLIT_MARKER, force=force, log=log)
 
 
 # --------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     sizes = "\n".join(f"  {task:<6} {t:>5} {v:>4} {s:>4}" for task, (t, v, s) in DEFAULT_SIZES.items())
     parser = argparse.ArgumentParser(
-        prog="python -m espnet3.data.synth",
+        prog="python -m espnet3.corpora.synth",
         description="Synthesise a small corpus (Kaldi/ESPnet2 data dirs) for one ESPnet2 task family.",
         epilog=f"default sizes:\n  task   train valid test\n{sizes}",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -8,7 +8,7 @@ Reproducibility caveat: espeak-ng keeps synthesis state in C statics that no API
 call resets (``Flutter_ix`` in ``wavegen.c``, the pitch-flutter table index, keeps
 advancing across utterances). The samples of an utterance therefore depend on what
 the process synthesised before it. Output is fully reproducible for the same
-*sequence* of calls in a fresh process, which is how :mod:`espnet3.data.digits`
+*sequence* of calls in a fresh process, which is how :mod:`espnet3.corpora.digits`
 uses this module (one fresh worker process per split).
 """
 
