@@ -88,9 +88,6 @@ def measure(source: SplitSource, preprocess: PreprocessSpec, keys: Sequence[str]
     ``train``: the training-time preprocessor, for splits loaded that way. Its random augmentations
     (noise, reverberation, fixed-length crops) keep every length, so the shapes hold.
     """
-    from espnet3.orchestration.cluster import enter_launch_dir
-
-    enter_launch_dir()  # a Ray task: the preprocessor may read files named relative to the recipe
     dataset = build_dataset(source, preprocess.preprocess_fn(train=train))
     keys = dataset_keys(dataset) if keys is None else keys
     names: list[str] = []
@@ -117,9 +114,12 @@ def measure(source: SplitSource, preprocess: PreprocessSpec, keys: Sequence[str]
 
 
 def _measure_shard(storage_env: dict[str, str], *args):
-    """:func:`measure` in a Ray task, which reaches object storage as the launcher does."""
-    storage.use_env(storage_env)
-    return measure(*args)
+    """:func:`measure` in a Ray task, which reaches object storage as the launcher does (the
+    preprocessor may read files named relative to the recipe, as on the launcher)."""
+    from espnet3.orchestration.ray_process import ray_process
+
+    with ray_process(storage_env):
+        return measure(*args)
 
 
 def _measure_in_ray(source: SplitSource, preprocess: PreprocessSpec, keys: list[str], num_shards: int,

@@ -88,9 +88,10 @@ def convert_shard(storage_env: dict[str, str], source: SplitSource, src: str, ou
                   keys: Sequence[str], names: Sequence[str]) -> Shard:
     """:func:`write_items` in a Ray task, on a node that fetches only the list files it lacks."""
     from espnet3.data.dataset import build_dataset
+    from espnet3.orchestration.ray_process import ray_process
 
-    storage.use_env(storage_env)
-    return write_items(build_dataset(source, None), src, out, index, keys, names)
+    with ray_process(storage_env):
+        return write_items(build_dataset(source, None), src, out, index, keys, names)
 
 
 def convert(src: str, out: str, *, utterances_per_shard: int = UTTERANCES_PER_SHARD, num_workers: int = 1,

@@ -37,8 +37,8 @@ def enter_launch_dir() -> None:
 
     ESPnet2 options that name files (``lang2utt``, ``spk2utt``, ``stats_file``, ``rir_scp``, ...)
     are written relative to the recipe directory, as in ESPnet2 recipes. Ray starts workers
-    elsewhere; every espnet3 worker entry point calls this first. A launch directory that
-    does not exist on the worker's node (a remote node without the shared path) is left alone:
+    elsewhere; every espnet3 entry point in a Ray process calls this first (through
+    :func:`espnet3.orchestration.ray_process.ray_process`). A launch directory that does not exist on the worker's node (a remote node without the shared path) is left alone:
     there the job's ``working_dir`` is the reference, as under ``ray job submit``.
     """
     launch_dir = os.environ.get(LAUNCH_DIR_ENV)

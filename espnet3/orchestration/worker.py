@@ -10,10 +10,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from espnet3 import storage
-from espnet3.utils.quiet import silence_library_noise
 from espnet3.orchestration.extensions import TENSORBOARD_DIR
-from espnet3.orchestration.cluster import enter_launch_dir
 from espnet3.orchestration.callbacks import (
     CHECKPOINT_NAME, SAMPLER_FILE, ConsoleProgress, RayReportCallback, ResumePosition,
 )
@@ -21,17 +18,15 @@ from espnet3.orchestration.console import WorkerConsole
 from espnet3.orchestration.counters import IterationCounts
 from espnet3.orchestration.elastic import Attempt
 from espnet3.orchestration.preemption import LocalNotice, PreemptionStop
+from espnet3.orchestration.ray_process import ray_process
 from espnet3.orchestration.train_spec import TrainSpec
-from espnet3.orchestration.worker_logs import output_to, rank_log, warnings_to_console
+from espnet3.orchestration.worker_logs import rank_log, warnings_to_console
 
 # The logger of ray.train.v2._internal.util.construct_user_exception_with_traceback.
 RAY_TRAIN_FAILURE_LOGGER = "ray.train.v2._internal.util"
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    silence_library_noise()
-    enter_launch_dir()
-    storage.use_env(loop_config.get("storage_env"))
     import ray.train
 
     rank = ray.train.get_context().get_world_rank()
@@ -41,9 +36,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     logging.getLogger(RAY_TRAIN_FAILURE_LOGGER).disabled = True
     cfg = loop_config["cfg"]
     log = rank_log(cfg["exp_dir"], rank)
-    # A run in object storage: the log (and rank 0's TensorBoard events) are uploaded while training.
-    uploads = [log, *([Path(cfg["exp_dir"], TENSORBOARD_DIR)] if rank == 0 else [])]
-    with storage.uploading(uploads), output_to(log), warnings_to_console(console.to_driver, rank):
+    # A run in object storage: rank 0's TensorBoard events are uploaded while training, as the log is.
+    tensorboard = [Path(cfg["exp_dir"], TENSORBOARD_DIR)] if rank == 0 else []
+    with (ray_process(loop_config.get("storage_env"), log, tensorboard),
+          warnings_to_console(console.to_driver, rank)):
         try:
             loop_config["data_plan"].pull_files()
             _fit(loop_config, console)

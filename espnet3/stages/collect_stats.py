@@ -90,9 +90,6 @@ def collect_shard(
     batches: Sequence[Sequence[str]],
 ) -> FeatStats:
     """Statistics of ``batches`` (utterance ids) of ``split``, with a model built here from ``model_factory(model_cfg)``."""
-    from espnet3.orchestration.cluster import enter_launch_dir
-
-    enter_launch_dir()  # a Ray task: the model and preprocessor may read files named relative to the recipe
     model = model_factory(copy.deepcopy(model_cfg))
     if not callable(getattr(model, "collect_feats", None)):
         raise TypeError(
@@ -165,12 +162,11 @@ def _shards(batches: list[tuple[str, ...]], num_shards: int, contiguous: bool = 
 def _collect_shard_logged(storage_env: dict[str, str], log_file: Path, model_factory: ModelFactory, model_cfg: dict[str, Any], plan: DataPlan,
                           split: str, batches: list[tuple[str, ...]]) -> FeatStats:
     """:func:`collect_shard` in a Ray task, its prints (ESPnet2's model-building notices) kept in
-    ``log_file`` instead of being forwarded to the driver's console."""
-    from espnet3 import storage
-    from espnet3.orchestration.worker_logs import output_to
+    ``log_file`` instead of being forwarded to the driver's console; the model and preprocessor may
+    read files named relative to the recipe, as on the launcher."""
+    from espnet3.orchestration.ray_process import ray_process
 
-    storage.use_env(storage_env)
-    with storage.uploading([log_file]), output_to(log_file):
+    with ray_process(storage_env, log_file):
         plan.pull_files()  # the plan's token lists, on a node without the run's files
         return collect_shard(model_factory, model_cfg, plan, split, batches)
 

@@ -88,18 +88,12 @@ class InferenceWorker:
                  storage_env: dict[str, str] | None = None):
         import torch
 
-        from espnet3.orchestration.cluster import enter_launch_dir
-        from espnet3.orchestration.worker_logs import output_to
-        from espnet3.utils.quiet import silence_library_noise
+        from espnet3.orchestration.ray_process import ray_process
 
-        if log_file is not None:
-            # An actor's prints (ESPnet2's model-building notices, tracebacks) go to its log for the
-            # actor's lifetime, as training ranks' do, not through Ray's log forwarding to the console.
-            self._output = output_to(log_file)
-            self._output.__enter__()
-        enter_launch_dir()
-        silence_library_noise()
-        storage.use_env(storage_env)
+        # An actor's prints (ESPnet2's model-building notices, tracebacks) go to its log for the
+        # actor's lifetime, as training ranks' do, not through Ray's log forwarding to the console.
+        self._process = ray_process(storage_env, log_file)
+        self._process.__enter__()
         self.log_file = log_file
         # On a node without the run's files (a run in object storage): the model and token lists.
         plan.pull_files()

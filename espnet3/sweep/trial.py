@@ -58,18 +58,24 @@ class TrialPlan:
 
 
 def run_trial(params: dict[str, Any], plan: TrialPlan) -> None:
+    """One trial, in the Tune trial actor Ray put on any node: a Train run of the trial's config."""
+    from espnet3.orchestration.ray_process import ray_process
+
+    with ray_process(plan.storage_env):  # a trial actor on any node writes to the sweep's bucket
+        _run_trial(params, plan)
+
+
+def _run_trial(params: dict[str, Any], plan: TrialPlan) -> None:
     import threading
 
     import ray
     import ray.tune
     from ray.train import TrainingFailedError
 
-    from espnet3 import storage
     from espnet3.orchestration.failures import is_requested_stop
     from espnet3.config.save import save_config
     from espnet3.stages.train import build_torch_trainer
 
-    storage.use_env(plan.storage_env)  # a trial actor on any node writes to the sweep's bucket
     # The Train run is named after the trial, so a restored sweep resumes the same run (from its
     # latest checkpoint: the one written at the launcher's SIGTERM, if there was one).
     trial_id = ray.tune.get_context().get_trial_id()
