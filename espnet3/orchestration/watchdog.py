@@ -76,6 +76,10 @@ class RankState:
     # first backward), where no collective runs; every other part of a DDP step waits for the
     # slowest rank (Lightning's and DDP's broadcasts before it, the gradient all-reduce after).
     busy_s: float | None = None
+    # A GPU rank's peak memory allocated by PyTorch (GiB) and the device's utilisation (%, NVML),
+    # read by the reporter's thread at each beat: no host sync in the training step.
+    gpu_mem_gib: float | None = None
+    gpu_util_pct: float | None = None
     beat: float = 0.0  # wall clock of the send: a process that stopped sending is gone, not stalled
 
     def position(self) -> tuple[int, int]:
@@ -211,6 +215,7 @@ class StallReporter(L.Callback):
         self._durations: deque[float] = deque(maxlen=50)
         self._forward_start: float | None = None
         self._busy: deque[float] = deque(maxlen=50)
+        self._device = None  # the rank's CUDA device, on a GPU rank
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="espnet3-stall-reporter", daemon=True)
 
@@ -219,6 +224,8 @@ class StallReporter(L.Callback):
         self.state.progress = time.time()
 
     def setup(self, trainer, pl_module, stage: str) -> None:
+        if pl_module.device.type == "cuda":
+            self._device = pl_module.device
         # Lightning calls the module's on_train_batch_end after every callback's: past it, this
         # rank has left step k's callbacks (one of which may be the one that never returns).
         after_callbacks = pl_module.on_train_batch_end
@@ -282,11 +289,26 @@ class StallReporter(L.Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         self._progress("checkpoint")
 
+    def sample_gpu(self) -> None:
+        """The GPU fields of the rank's state: PyTorch's allocator counters (host-side) and NVML's
+        utilisation (``nvidia-ml-py``); where NVML cannot answer (a MIG slice, no driver access),
+        the memory alone."""
+        if self._device is None:
+            return
+        import torch
+
+        self.state.gpu_mem_gib = round(torch.cuda.max_memory_allocated(self._device) / 2**30, 2)
+        try:
+            self.state.gpu_util_pct = float(torch.cuda.utilization(self._device))
+        except Exception:  # noqa: BLE001 - NVML's errors are its own types, or ModuleNotFoundError
+            self.state.gpu_util_pct = None
+
     def _run(self) -> None:
         import ray
         from ray.exceptions import RayError
 
         while not self._stop.wait(self.beat_s):
+            self.sample_gpu()
             self.state.beat = time.time()
             try:
                 dump_dir, abort = ray.get(self.board.beat.remote(asdict(self.state)), timeout=30)
@@ -310,7 +332,7 @@ STATUS_EVERY_S = 15.0
 def _pace(state: RankState) -> dict:
     return {"host": state.host, "pid": state.pid, "step": state.step, "phase": state.phase,
             "idle_s": round(time.time() - state.progress, 1), "median_step_s": state.median_step_s,
-            "busy_s": state.busy_s}
+            "busy_s": state.busy_s, "gpu_mem_gib": state.gpu_mem_gib, "gpu_util_pct": state.gpu_util_pct}
 
 
 class StallMonitor:
@@ -372,7 +394,8 @@ class StallMonitor:
 
     def _record_pace(self, states: dict[int, RankState]) -> None:
         """The ranks' pace into the run's status file and TensorBoard (``tensorboard/ranks``:
-        ``pace/rank<r>/{step_s,busy_s}`` at each rank's step)."""
+        ``pace/rank<r>/{step_s,busy_s}`` and, on GPU ranks, ``gpu/rank<r>/{mem_gib,util_pct}`` at
+        each rank's step)."""
         if self.status is not None:
             self.status.ranks({r: _pace(st) for r, st in states.items()})
         from espnet3.orchestration.extensions import TENSORBOARD_DIR
@@ -382,9 +405,12 @@ class StallMonitor:
 
             self._tensorboard = SummaryWriter(str(self.exp_dir / TENSORBOARD_DIR / "ranks"))
         for rank, state in states.items():
-            for name, value in (("step_s", state.median_step_s), ("busy_s", state.busy_s)):
+            for tag, value in ((f"pace/rank{rank}/step_s", state.median_step_s),
+                               (f"pace/rank{rank}/busy_s", state.busy_s),
+                               (f"gpu/rank{rank}/mem_gib", state.gpu_mem_gib),
+                               (f"gpu/rank{rank}/util_pct", state.gpu_util_pct)):
                 if value is not None:
-                    self._tensorboard.add_scalar(f"pace/rank{rank}/{name}", value, state.step)
+                    self._tensorboard.add_scalar(tag, value, state.step)
         self._tensorboard.flush()
 
     def _act(self, states: dict[int, RankState], ranks: list[int], idle: float) -> None:
