@@ -255,6 +255,7 @@ class ConsoleProgress(L.Callback):
         self.every = max(1, every)
         self.send = send
         self.exp_dir = exp_dir  # where the line's numbers are also kept (exp_dir/status/progress.json)
+        self._status = None  # rank 0's ProgressWriter
         # Speech units: the batches' `speech_lengths` (samples) at `sample_rate`, summed on the
         # batch's device and read once per line (no host sync per step).
         self.sample_rate = sample_rate
@@ -331,12 +332,13 @@ class ConsoleProgress(L.Callback):
         epoch, max_epochs = trainer.current_epoch + 1, self._max_epochs(trainer)
         self.send(progress_line(epoch, max_epochs, done, self._total, losses, rate, eta, data_wait, audio))
         if self.exp_dir is not None:
-            from espnet3.orchestration.status import write_progress
+            if self._status is None:
+                from espnet3.orchestration.status import ProgressWriter
 
-            write_progress(self.exp_dir, {"epoch": epoch, "max_epochs": max_epochs, "step": done,
-                                          "total_steps": self._total, "losses": losses, "utt_per_s": rate,
-                                          "audio_s_per_s": audio, "eta_s": eta, "data_wait": data_wait,
-                                          "world_size": trainer.world_size})
+                self._status = ProgressWriter(self.exp_dir)
+            self._status.put({"epoch": epoch, "max_epochs": max_epochs, "step": done, "total_steps": self._total,
+                              "losses": losses, "utt_per_s": rate, "audio_s_per_s": audio, "eta_s": eta,
+                              "data_wait": data_wait, "world_size": trainer.world_size})
         scalars = {} if data_wait is None else {self.METRIC: data_wait}
         if audio:
             scalars.update(zip(self.AUDIO_METRICS, (audio, 1 / audio)))
@@ -353,6 +355,11 @@ class ConsoleProgress(L.Callback):
         step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step)
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._status is not None:  # the last line's record reaches the file before the worker ends
+            self._status.close()
+            self._status = None
 
     def on_validation_end(self, trainer, pl_module) -> None:
         self._mark = time.perf_counter()  # validation is neither data wait nor step time

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,9 +37,45 @@ def read(exp_dir: str | os.PathLike, name: str) -> dict[str, Any] | None:
     return json.loads(storage.read_text(location))
 
 
-def write_progress(exp_dir: str | os.PathLike, progress: Mapping[str, Any]) -> None:
-    """Rank 0, at each progress line: epoch, step, rates, ETA, losses."""
-    storage.atomic_write_json(_path(exp_dir, PROGRESS_FILE), {**progress, "time": time.time()})
+class ProgressWriter:
+    """Rank 0's ``progress.json`` at each progress line (epoch, step, rates, ETA, losses), written
+    from a thread of its own, the latest record only: a run in a bucket uploads the file, and
+    training must not wait for an upload (or fail on a flaky one)."""
+
+    def __init__(self, exp_dir: str | os.PathLike) -> None:
+        self.exp_dir = exp_dir
+        self._pending: Mapping[str, Any] | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="espnet3-status-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, progress: Mapping[str, Any]) -> None:
+        """Replace the record waiting to be written (an older one is not worth writing any more)."""
+        with self._lock:
+            self._pending = {**progress, "time": time.time()}
+        self._wake.set()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is pending and stop (bounded: a hung upload does not hold the worker)."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                record, self._pending = self._pending, None
+            if record is not None:
+                try:
+                    storage.atomic_write_json(_path(self.exp_dir, PROGRESS_FILE), record)
+                except OSError as exc:  # the next record tries again
+                    print(f"[espnet3] could not write the status file: {exc}", file=sys.stderr, flush=True)
+            if self._closed and self._pending is None:
+                return
 
 
 class RunStatus:

@@ -68,3 +68,24 @@ def test_ray_train_actor_output_goes_to_the_driver_log(tmp_path, monkeypatch):
     dispatcher.emit({"actor_name": "InferenceWorker", "pid": 8, "lines": ["decoding"]})
     assert "(TrainController pid=7) E core_worker.cc: PreemptionWatcher" in (tmp_path / "driver.log").read_text()
     assert [d["actor_name"] for d in printed] == ["InferenceWorker"]
+
+
+def test_progress_records_are_written_off_the_training_thread_latest_first_and_never_raise(tmp_path, capsys):
+    """Rank 0's status file (exp_dir/status/progress.json) is written by a thread of its own: the
+    training step hands a record over and goes on; close() leaves the last record in the file; a
+    write that fails (here: exp_dir is a file) is reported, not raised into training."""
+    import json
+
+    from espnet3.orchestration.status import ProgressWriter
+
+    writer = ProgressWriter(tmp_path / "exp")
+    for step in range(1, 101):
+        writer.put({"step": step})
+    writer.close()
+    assert json.loads((tmp_path / "exp" / "status" / "progress.json").read_text())["step"] == 100
+
+    (tmp_path / "not_a_dir").write_text("")
+    broken = ProgressWriter(tmp_path / "not_a_dir")
+    broken.put({"step": 1})
+    broken.close()
+    assert "could not write the status file" in capsys.readouterr().err
