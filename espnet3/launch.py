@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> LaunchSpec:
 def submit_slurm(spec: LaunchSpec, checked) -> int:
     """``--slurm``: the launch, checked here, submitted as a self-requeueing sbatch job (nothing runs here)."""
     from espnet3 import storage
-    from espnet3.config.errors import ConfigError
+    from espnet3.errors import ConfigError
     from espnet3.orchestration import slurm
     from espnet3.storage import atomic_write
 
@@ -152,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
     silence_library_noise()
     spec = parse_args(argv)
-    from espnet3.config.errors import ConfigError
-    from espnet3.data.errors import DataError
+    from espnet3.errors import ConfigError, DataError
 
     if spec.sweep is not None:
         from espnet3.sweep import runner

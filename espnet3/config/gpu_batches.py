@@ -28,7 +28,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from espnet3.config.errors import ConfigError
+from espnet3.errors import ConfigError
 
 LR_RULES = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
 # Batch types sized by padded elements (batch_bins) and those sized by utterances (batch_size).

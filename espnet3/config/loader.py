@@ -15,7 +15,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from espnet3.config.errors import ConfigError
+from espnet3.errors import ConfigError
 from espnet3.config.overrides import apply_overrides
 from espnet3.config.save import save_config
 from espnet3.config.schema import check_block_shapes, check_top_level_keys, validate

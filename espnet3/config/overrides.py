@@ -17,7 +17,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from espnet3.config.errors import ConfigError
+from espnet3.errors import ConfigError
 
 
 def has_key(cfg: DictConfig, dotted: str) -> bool:

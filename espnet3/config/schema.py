@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from espnet3.config.errors import ConfigError
+from espnet3.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ def _check_training(cfg: Mapping[str, Any], source: str | Path | None) -> None:
 
 def _check_data_sections(cfg: Mapping[str, Any], source: str | Path | None) -> None:
     """Parse ``data:`` and ``dataloader:`` into their specs: the same parser the run uses later."""
-    from espnet3.data.errors import DataError
+    from espnet3.errors import DataError
     from espnet3.data.loader import LoaderSpec
     from espnet3.data.spec import DataSpec
 

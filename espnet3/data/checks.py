@@ -17,7 +17,7 @@ import soundfile
 
 from espnet3 import storage
 from espnet3.data import remote
-from espnet3.data.errors import DataError
+from espnet3.errors import DataError
 from espnet3.data.sources import DataTriple, SplitSource
 
 # Loader types whose file is a `<utt_id> <value>` table.

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
 
-from espnet3.data.errors import DataError
+from espnet3.errors import DataError
 from espnet3.data.sampler import BATCH_TYPES, CATEGORY_BATCH_TYPES, DistributedBatchSampler
 from espnet3.data.spec import plain_mapping
 

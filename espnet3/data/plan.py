@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from espnet3.data.checks import check_split
 from espnet3.data.dataset import build_dataset, dataset_keys
-from espnet3.data.errors import DataError
+from espnet3.errors import DataError
 from espnet3.data.loader import LoaderSpec, make_dataloader
 from espnet3.data.preprocess import PreprocessSpec
 from espnet3.data.sampler import CATEGORY_FILE, DistributedBatchSampler, category_epoch_batches, espnet2_batches

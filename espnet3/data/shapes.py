@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from espnet3.data.dataset import build_dataset, dataset_keys
-from espnet3.data.errors import DataError
+from espnet3.errors import DataError
 from espnet3.data.preprocess import PreprocessSpec
 from espnet3.data.sources import SplitSource
 from espnet3 import storage

@@ -25,7 +25,7 @@ import numpy as np
 
 from espnet3 import storage
 from espnet3.data.dataset import as_array
-from espnet3.data.errors import DataError
+from espnet3.errors import DataError
 from espnet3.data.shard_format import MANIFEST, SHARD_NAME, Shard, ShardManifest, ShardStream, write_shard
 from espnet3.data.sources import SplitSource
 

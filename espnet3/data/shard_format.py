@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from espnet3 import storage
-from espnet3.data.errors import DataError
+from espnet3.errors import DataError
 
 MANIFEST = "shards.json"
 FORMAT = "espnet3-shards"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from espnet3.data.errors import DataError
+from espnet3.errors import DataError
 
 EXAMPLE_TRIPLES = "[[dump/raw/train/wav.scp, speech, sound], [dump/raw/train/text, text, text]]"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from espnet3.data.errors import DataError
+from espnet3.errors import DataError
 from espnet3.data.sources import SplitSource
 
 # Token types espnet3 can build a token list for from the training text (ESPnet2's

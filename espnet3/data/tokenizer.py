@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from espnet3.data.checks import read_texts
-from espnet3.data.errors import DataError
+from espnet3.errors import DataError
 from espnet3.data.sources import SplitSource
 from espnet3.storage import atomic_write
 from espnet3.utils.espnet2_imports import import_espnet2

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from espnet3.config.errors import ConfigError
+from espnet3.errors import ConfigError
 
 def check_trainer(trainer: Mapping[str, Any], source: str | Path | None) -> None:
     """Every ``trainer.<key>`` is a ``lightning.Trainer`` argument of the annotated type.

@@ -2,7 +2,7 @@
 
 Everything that can be checked is checked here, before a Ray worker starts: the config, the
 launch options, the run directory and the model's own blocks (:mod:`.model_checks`). Each problem
-is a :class:`~espnet3.config.errors.ConfigError` (or ``FileExistsError``) naming the key or file
+is a :class:`~espnet3.errors.ConfigError` (or ``FileExistsError``) naming the key or file
 and the fix; the launcher turns it into exit code 2.
 """
 
@@ -34,7 +34,7 @@ def check_gpus(spec: LaunchSpec) -> None:
     Ray would otherwise wait for them forever (a joined cluster may still add nodes: there the
     wait is bounded by ``timeouts.worker_start_s`` instead).
     """
-    from espnet3.config.errors import ConfigError
+    from espnet3.errors import ConfigError
     from espnet3.orchestration.cluster import running_local_cluster
 
     if not spec.use_gpu or spec.address or os.environ.get("RAY_ADDRESS") or running_local_cluster():
@@ -53,7 +53,7 @@ def check_gpus(spec: LaunchSpec) -> None:
 
 def check_workers(cfg: DictConfig, spec: LaunchSpec) -> None:
     """The training strategy against the launch options (FSDP needs GPU workers)."""
-    from espnet3.config.errors import ConfigError
+    from espnet3.errors import ConfigError
     from espnet3.orchestration.train_spec import TrainSpec
 
     try:
@@ -82,7 +82,7 @@ def preflight(spec: LaunchSpec) -> DictConfig:
     if "train" in spec.stages:
         check_workers(cfg, spec)
     if "pack" in spec.stages and not cfg.get("task"):
-        from espnet3.config.errors import ConfigError
+        from espnet3.errors import ConfigError
 
         raise ConfigError(
             "task", spec.config, "the pack stage ships an ESPnet2 task model (config.yaml + .pth), and a "

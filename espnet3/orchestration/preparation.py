@@ -71,7 +71,7 @@ def localize(cfg: DictConfig, source: Path | None) -> list[str]:
     interpolation (``stats_dir: ${exp_dir}/stats``) follow the key they start from.
     """
     from espnet3 import storage
-    from espnet3.config.errors import ConfigError
+    from espnet3.errors import ConfigError
     from espnet3.data import remote
 
     raw = OmegaConf.to_container(cfg, resolve=False)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from espnet3.components.data.data_organizer import ENTRY_KEYS
-from espnet3.config.errors import ConfigError
+from espnet3.errors import ConfigError
 
 # The TEMPLATE's training.yaml keys this front end reads itself or maps.
 TRAINING_KEYS = frozenset({

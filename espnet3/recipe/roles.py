@@ -16,7 +16,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from espnet3.config.errors import ConfigError
+from espnet3.errors import ConfigError
 from espnet3.recipe.convert import RoleConfig
 from espnet3.utils.code_dir import recipe_root
 

@@ -19,7 +19,7 @@ from espnet3 import storage
 from espnet3.orchestration.launch_spec import LaunchSpec
 from espnet3.orchestration.slurm import SLURM_DIR
 from espnet3.driver.signals import EXIT_TERMINATED, SIGTERM_RECEIVED
-from espnet3.sweep.errors import SweepError
+from espnet3.errors import SweepError
 from espnet3.sweep.spec import SweepSpec
 from espnet3.sweep.trial import TRIAL_CPUS, TrialPlan, run_trial, trial_dirname
 

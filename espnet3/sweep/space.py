@@ -15,10 +15,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from espnet3.config.errors import ConfigError
+from espnet3.errors import ConfigError
 from espnet3.config.overrides import apply_overrides, has_key
 from espnet3.config.schema import validate
-from espnet3.sweep.errors import SweepError
+from espnet3.errors import SweepError
 
 # What each distribution's list means, shown in error messages.
 DISTRIBUTIONS = {

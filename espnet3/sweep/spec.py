@@ -17,7 +17,7 @@ from espnet3 import storage
 from espnet3.config.loader import load_config, merge_with_defaults
 from espnet3.config.overrides import apply_overrides
 from espnet3.config.schema import validate
-from espnet3.sweep.errors import SweepError
+from espnet3.errors import SweepError
 from espnet3.sweep.space import Dimension, check_space, parse_space
 
 # What ESPnet2's ASR model returns as stats (espnet2/asr/espnet_model.py); the Lightning

@@ -53,7 +53,7 @@ def launch(system_cls: type, *, conf_package: str | None = None, argv: Sequence[
 
 def run(system_cls: type, argv: Sequence[str] | None = None, conf_package: str | None = None,
         parser: argparse.ArgumentParser | None = None) -> int:
-    from espnet3.config.errors import ConfigError
+    from espnet3.errors import ConfigError
 
     args = (parser or build_parser(system_cls)).parse_args(argv)
     args.conf_package = conf_package or f"egs3.TEMPLATE.{system_cls.template}"

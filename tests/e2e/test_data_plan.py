@@ -10,7 +10,7 @@ import soundfile
 import torch
 
 from data_utils import TINY_ASR_MODEL, digit_utterances, make_digits_dirs, sine, train_config, write_datadir
-from espnet3.data.errors import DataError
+from espnet3.errors import DataError
 from espnet3.data.plan import build_data_plan
 from espnet3.data import shapes as shapes_module
 from espnet3.utils.task_utils import build_task_model, check_task_blocks

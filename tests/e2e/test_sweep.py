@@ -10,7 +10,7 @@ import yaml
 
 from espnet3 import launch
 from espnet3.config import load_config
-from espnet3.sweep.errors import SweepError
+from espnet3.errors import SweepError
 from espnet3.sweep.spec import SweepSpec
 from paths import REPO, TINY
 

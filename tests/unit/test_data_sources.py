@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from data_utils import write_datadir
 from espnet3.data.checks import check_split
-from espnet3.data.errors import DataError
+from espnet3.errors import DataError
 from espnet3.data.sources import DataTriple, SplitSource
 from espnet3.data.spec import DataSpec
 

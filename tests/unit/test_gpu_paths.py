@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from espnet3.components.gpu import GPUOptions
 from espnet3.components.modeling.lightning_module import ESPnetLightningModule
-from espnet3.config.errors import ConfigError
+from espnet3.errors import ConfigError
 from espnet3.config.gpu_batches import apply_gpu_batches
 from espnet3.data.loader import LoaderSpec
 from espnet3.orchestration.launch_spec import LaunchSpec, gpu_worker_cpus

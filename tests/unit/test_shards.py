@@ -15,7 +15,7 @@ import pytest
 from data_utils import resume_in_another_group
 from espnet3 import launch
 from espnet3.data.dataset import build_dataset, dataset_keys
-from espnet3.data.errors import DataError
+from espnet3.errors import DataError
 from espnet3.data.loader import LoaderSpec
 from espnet3.data.shard import convert, main as shard_main
 from espnet3.data.shard_format import MANIFEST, ShardManifest, ShardReader, is_shard_dir

@@ -1,4 +1,8 @@
-"""The one exception type a bad train.yaml raises."""
+"""The exceptions a bad input raises before any Ray worker starts: a config, the data, a sweep file.
+
+Each names what is wrong (the key, the file and line), and the fix. The launcher reports every one
+the same way: one line on stderr, exit code 2, no traceback (``--verbose`` shows it).
+"""
 
 from __future__ import annotations
 
@@ -39,3 +43,19 @@ class ConfigError(ValueError):
         """Wrap an OmegaConf error, keeping the key it names and its short message."""
         key = getattr(exc, "full_key", None) or "?"
         return cls(str(key), source, f"{what} ({getattr(exc, 'msg', exc)})", fix)
+
+
+class DataError(ValueError):
+    """A data problem found before any worker starts: names the file (and line) or key, and the fix.
+
+    Raised by the data checks on the launching machine, because a bad line found by a DataLoader
+    worker in the middle of a Ray Train run costs a retry of the whole worker group and ends up in
+    a log nobody reads. The launcher reports it like a config error (exit code 2, no traceback).
+    """
+
+
+class SweepError(ConfigError):
+    """A sweep-file problem found before Ray starts: names the sweep-file key, the file and the fix.
+
+    A ``ConfigError`` so the launcher reports it like a train.yaml error (exit code 2).
+    """
