@@ -25,7 +25,6 @@ def main(argv: list[str] | None = None) -> int:
     import lightning as L
     import numpy as np
     import torch
-    from omegaconf import OmegaConf
 
     from benchmarks.batching import main as padding_main
     from benchmarks.fixture import load_bench_config

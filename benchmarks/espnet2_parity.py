@@ -27,9 +27,9 @@ from pathlib import Path
 import yaml
 
 from benchmarks.fixture import REPO
-from benchmarks.run import RESULTS_DIR, bench_env, run_logged
+from benchmarks.harness import RESULTS_DIR, bench_env, run_logged
 
-RAY_TMPDIR = "/tmp/e3parity"  # a Ray of its own (benchmarks.run uses /tmp/e3bench)
+RAY_TMPDIR = "/tmp/e3parity"  # a Ray of its own (benchmarks.harness uses /tmp/e3bench)
 LOG = "train.log"
 TIMES = "parity_times.json"
 # ESPnet2's log lines: "[host] 2026-12-07 15:20:01,123 (trainer:334) INFO: 1/17epoch started".

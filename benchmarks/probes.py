@@ -12,7 +12,6 @@ it only adds the timer to the Lightning Trainer espnet3 builds and times the wor
 from __future__ import annotations
 
 import json
-import os
 import resource
 import time
 from pathlib import Path

@@ -8,7 +8,6 @@ SLURM's queue (``squeue``: PENDING and SLURM's reason).
 from __future__ import annotations
 
 import argparse
-import datetime
 import shutil
 import subprocess
 import sys

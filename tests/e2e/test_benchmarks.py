@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from benchmarks import run as bench_run
+from benchmarks import comparisons, harness, report
 from benchmarks.fixture import make_fixture
 from paths import REPO
 
@@ -22,13 +22,13 @@ def test_throughput_counts_every_rank_after_warmup():
         {"rank": 0, "steps": [_step(0, 1, 4, 10), _step(1, 2, 4, 10), _step(2, 3, 4, 10)]},
         {"rank": 1, "steps": [_step(0, 1, 2, 10), _step(1, 2, 2, 10), _step(2, 3, 2, 10)]},
     ]
-    assert bench_run.throughput(ranks, warmup=1) == pytest.approx(12 / 2)
+    assert harness.throughput(ranks, warmup=1) == pytest.approx(12 / 2)
 
 
 def test_step_profile_splits_the_step_from_the_time_between_steps():
     run = {"ranks": [{"rank": 0, "steps": [_step(0, 1, 1, 1), _step(1.01, 2.01, 1, 1), _step(2.03, 3.03, 1, 1),
                                            _step(3.04, 4.04, 1, 1)]}]}
-    assert bench_run.step_profile([run], warmup=1) == {"step_ms": 1000.0, "between_steps_ms": 15.0}
+    assert comparisons.step_profile([run], warmup=1) == {"step_ms": 1000.0, "between_steps_ms": 15.0}
 
 
 def test_consensus_costs_split_by_flag_and_normalise_by_largest_batch():
@@ -36,7 +36,7 @@ def test_consensus_costs_split_by_flag_and_normalise_by_largest_batch():
         {"rank": 0, "steps": [_step(0, 2, 1, 100, True), _step(2, 3, 1, 100, False)]},
         {"rank": 1, "steps": [_step(0, 2, 1, 200, True), _step(2, 3, 1, 50, False)]},
     ]
-    costs = bench_run.consensus_costs(ranks, warmup=0)
+    costs = comparisons.consensus_costs(ranks, warmup=0)
     assert costs[True] == [pytest.approx(2 / 200)] and costs[False] == [pytest.approx(1 / 100)]
 
 
@@ -48,12 +48,12 @@ def test_notice_to_checkpoint_reads_the_logged_steps_and_the_notice_record(tmp_p
         writer.add_scalar("train/loss", 1.0, step, walltime=100.0 + step)
         writer.add_scalar("valid/loss", 1.0, step, walltime=500.0)
     writer.close()
-    assert bench_run.train_step_times(tmp_path / "exp" / "tensorboard") == [101.0, 102.0, 103.0]
+    assert comparisons.train_step_times(tmp_path / "exp" / "tensorboard") == [101.0, 102.0, 103.0]
     for name, metrics in (("checkpoint_a", {"step": 2}), ("checkpoint_b", {"step": 3, "preemption": {"time": 7.0}})):
         (tmp_path / "exp" / name).mkdir()
         (tmp_path / "exp" / name / "metrics.json").write_text(json.dumps(metrics))
-    assert bench_run.notice_record(tmp_path / "exp") == {"time": 7.0}
-    assert bench_run.notice_record(tmp_path / "missing") is None
+    assert comparisons.notice_record(tmp_path / "exp") == {"time": 7.0}
+    assert comparisons.notice_record(tmp_path / "missing") is None
 
 
 def test_markdown_table_has_a_row_per_measure_and_shows_skips():
@@ -61,7 +61,7 @@ def test_markdown_table_has_a_row_per_measure_and_shows_skips():
         "throughput": {"espnet3_utt_per_s": 9.8, "lightning_ddp_utt_per_s": 10.0, "ratio": 0.98, "met": True},
         "sweep": {"skipped": "no sweep CLI"},
     }
-    table = bench_run.format_markdown(results, "header")
+    table = report.format_markdown(results, "header")
     assert "| throughput | ratio espnet3 / Lightning (goal >= 0.98) | 0.98 |" in table
     assert "| sweep | skipped | no sweep CLI |" in table
 
@@ -70,7 +70,7 @@ def test_upstream_skips_cleanly_without_an_environment(tmp_path):
     class NoUpstream:
         upstream_python = None
 
-    assert "skipped" in bench_run.compare_upstream(NoUpstream())
+    assert "skipped" in comparisons.compare_upstream(NoUpstream())
 
 
 def test_batching_speed_runs_on_a_tiny_corpus(tmp_path):
@@ -79,7 +79,7 @@ def test_batching_speed_runs_on_a_tiny_corpus(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "benchmarks.batch_speed", "--config", str(fixture.config), "--batches", "2",
          "--out", str(out)],
-        check=True, cwd=REPO, env=bench_run.bench_env(), capture_output=True, timeout=120,
+        check=True, cwd=REPO, env=harness.bench_env(), capture_output=True, timeout=120,
     )
     result = json.loads(out.read_text())
     assert result["padded_fraction_random"] > result["padded_fraction_sorted"]
@@ -101,12 +101,12 @@ def test_module_overhead_trains_espnet3s_module_and_the_bare_one_on_the_same_bat
         subprocess.run(
             [sys.executable, "-m", "benchmarks.plain_ddp", "--plan", str(plan), "--out", str(out), "--devices", "1",
              "--module", module, *toy],
-            check=True, cwd=REPO, env=bench_run.bench_env(), capture_output=True, timeout=300,
+            check=True, cwd=REPO, env=harness.bench_env(), capture_output=True, timeout=300,
         )
-        steps[module, bool(toy)] = bench_run.load_ranks(out)[0]["steps"]
+        steps[module, bool(toy)] = harness.load_ranks(out)[0]["steps"]
     assert all(len(s) == 3 for s in steps.values())
     assert len({tuple(s["utts"] for s in side) for side in steps.values()}) == 1, "the same batches on every side"
-    assert bench_run.median_step_ms([{"steps": steps["espnet3", True]}], warmup=1) > 0
+    assert comparisons.median_step_ms([{"steps": steps["espnet3", True]}], warmup=1) > 0
 
 
 def test_cpu_shares_are_per_process_fractions_of_a_core_over_the_interval():
@@ -125,15 +125,15 @@ def test_gpu_comparisons_skip_cleanly_without_cuda(monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    for name in bench_run.GPU_COMPARISONS:
-        assert "no CUDA device" in bench_run.RUNNERS[name](None)["skipped"]
+    for name in comparisons.GPU_COMPARISONS:
+        assert "no CUDA device" in comparisons.RUNNERS[name](None)["skipped"]
 
 
 def test_model_step_times_every_batch_size_and_optimizer(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.model_step", "--config", "configs/tiny_asr.yaml", "--device", "cpu",
          "--sizes", "2", "4", "--samples", "4000", "--steps", "2", "--warmup", "1"],
-        cwd=REPO, env=bench_run.bench_env(), capture_output=True, text=True, timeout=300,
+        cwd=REPO, env=harness.bench_env(), capture_output=True, text=True, timeout=300,
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["device"] == "cpu" and set(result["sizes"]) == {"2", "4"}
@@ -184,7 +184,7 @@ def test_run_tiny_measures_and_tabulates_the_training_comparisons(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--size", "tiny", "--work-dir", str(tmp_path / "work"),
          "--results-dir", str(results), "--only", *SUITE_COMPARISONS],
-        cwd=REPO, env=bench_run.bench_env(), capture_output=True, text=True, timeout=1200,
+        cwd=REPO, env=harness.bench_env(), capture_output=True, text=True, timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     printed = [line for line in proc.stdout.splitlines() if line.startswith("[bench] ") and ": {" in line]

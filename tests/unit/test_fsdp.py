@@ -88,7 +88,6 @@ def test_non_finite_gradient_in_one_ranks_shard_skips_the_step_on_every_rank(fsd
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="Ray's FSDP strategy runs on GPU workers: needs 2 GPUs")
 def test_tiny_asr_trains_with_rays_fsdp_strategy_on_two_gpus(tmp_path, ray_cluster):
     """The product path (RayFSDPStrategy, nccl, full-state checkpoints averaged on the driver)."""
-    from pathlib import Path
 
     from espnet3 import launch
 

@@ -128,7 +128,6 @@ def test_fsdp_combinations_that_fail_in_workers_are_refused_up_front(tmp_path, e
 
 
 def test_fsdp_on_cpu_workers_is_a_usage_error_before_ray_starts(tmp_path, capsys):
-    from pathlib import Path
 
     tiny = TINY
     code = launch.main(["--config", str(tiny), "--num-gpus", "0", "--dry-run", f"exp_dir={tmp_path}/exp",

@@ -8,7 +8,6 @@ cheap check, so a rerun skips whatever is already on disk.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import Any
 
 
