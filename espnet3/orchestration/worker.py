@@ -21,6 +21,7 @@ from espnet3.orchestration.preemption import LocalNotice, PreemptionStop
 from espnet3.orchestration.ray_process import ray_process
 from espnet3.orchestration.train_spec import TrainSpec
 from espnet3.orchestration.worker_logs import rank_log, warnings_to_console
+from espnet3.orchestration.worker_plan import WorkerPlan
 
 # The logger of ray.train.v2._internal.util.construct_user_exception_with_traceback.
 RAY_TRAIN_FAILURE_LOGGER = "ray.train.v2._internal.util"
@@ -29,20 +30,20 @@ RAY_TRAIN_FAILURE_LOGGER = "ray.train.v2._internal.util"
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
 
+    plan: WorkerPlan = loop_config["plan"]
     rank = ray.train.get_context().get_world_rank()
-    console = WorkerConsole(loop_config.get("console_queue"))
+    console = WorkerConsole(plan.console_queue)
     # Ray Train logs a failed training function's traceback from the worker, which Ray forwards to
     # the driver's console; it belongs in the rank's log, and the driver prints the short reason.
     logging.getLogger(RAY_TRAIN_FAILURE_LOGGER).disabled = True
-    cfg = loop_config["cfg"]
-    log = rank_log(cfg["exp_dir"], rank)
+    log = rank_log(plan.exp_dir, rank)
     # A run in object storage: rank 0's TensorBoard events are uploaded while training, as the log is.
-    tensorboard = [Path(cfg["exp_dir"], TENSORBOARD_DIR)] if rank == 0 else []
-    with (ray_process(loop_config.get("storage_env"), log, tensorboard),
+    tensorboard = [Path(plan.exp_dir, TENSORBOARD_DIR)] if rank == 0 else []
+    with (ray_process(plan.storage_env, log, tensorboard),
           warnings_to_console(console.to_driver, rank)):
         try:
-            loop_config["data_plan"].pull_files()
-            _fit(loop_config, console)
+            plan.data.pull_files()
+            _fit(plan, console)
         except PreemptionStop as stop:
             print(f"[espnet3] {stop}", flush=True)
             raise
@@ -51,37 +52,34 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             raise
 
 
-def _fit(loop_config: dict[str, Any], console: WorkerConsole) -> None:
+def _fit(worker: WorkerPlan, console: WorkerConsole) -> None:
     import lightning as L
     import ray.train
     import torch
     from omegaconf import OmegaConf
 
-    from espnet3.components.gpu import GPUOptions
     from espnet3.components.modeling.lightning_module import ESPnetLightningModule
     from espnet3.utils.task_utils import build_model
 
-    cfg, plan = loop_config["cfg"], loop_config["data_plan"]
-    spec: TrainSpec = loop_config["train_spec"]
-    use_gpu, cpus = loop_config["use_gpu"], loop_config["cpus_per_worker"]
+    plan, spec, gpu = worker.data, worker.train, worker.gpu
+    use_gpu, cpus = worker.use_gpu, worker.cpus_per_worker
     torch.set_num_threads(max(1, int(cpus)))
-    L.seed_everything(cfg["seed"], workers=True, verbose=False)
+    L.seed_everything(worker.seed, workers=True, verbose=False)
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
 
-    gpu = GPUOptions.from_config(cfg.get("gpu")) if use_gpu else None
     if gpu is not None:
         gpu.apply_to_process()
-    model = build_model(OmegaConf.create(cfg), loop_config["config_dir"], plan)
+    model = build_model(OmegaConf.create(worker.config), worker.config_dir, plan)
     if gpu is not None:
         model = gpu.prepare_model(model)
-    module = ESPnetLightningModule(model, gpu.optimizer_configs(cfg) if gpu is not None else cfg)
+    module = ESPnetLightningModule(model, worker.module_config())
     # Built from one seed, so every rank holds the same initial weights; trained with a stream of
     # its own (seed + rank), as ESPnet2's one process draws a new SpecAugment mask and dropout
     # pattern for every utterance of a batch. With one seed the ranks would mask and drop the same
     # positions in their halves of every global batch. Deterministic all the same.
-    L.seed_everything(cfg["seed"] + rank, workers=True, verbose=False)
-    notice = LocalNotice(loop_config.get("stop_board"))
+    L.seed_everything(worker.seed + rank, workers=True, verbose=False)
+    notice = LocalNotice(worker.stop_board)
     module.nan_guard.notice = notice
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext() as directory:
@@ -97,23 +95,22 @@ def _fit(loop_config: dict[str, Any], console: WorkerConsole) -> None:
         )
         train_loader = plan.dataloader("train", **loader_options, resume=resume)
         valid_loader = plan.dataloader("valid", **loader_options)
-        attempt = Attempt.start(spec, world_size, loop_config["max_workers"], module.automatic_optimization,
-                                directory)
+        attempt = Attempt.start(spec, world_size, worker.max_workers, module.automatic_optimization, directory)
         if rank == 0:
-            attempt.save(cfg["exp_dir"])
+            attempt.save(worker.exp_dir)
             if attempt.line():
                 console(attempt.line())
 
         counts = IterationCounts()
         callbacks = [counts, RayReportCallback(spec.criteria, console, notice, counts),
-                     ConsoleProgress(spec.log_every_n_steps, console, plan.preprocess.sample_rate(), cfg["exp_dir"]),
+                     ConsoleProgress(spec.log_every_n_steps, console, plan.preprocess.sample_rate(), worker.exp_dir),
                      ResumePosition(train_loader.batch_sampler)]
-        if loop_config.get("stall_board") is not None:
+        if worker.stall_board is not None:
             from espnet3.orchestration.watchdog import StallReporter
 
             # First: its hooks run before any user callback that might never return.
-            callbacks.insert(0, StallReporter(loop_config["stall_board"], rank))
-        trainer = _trainer(spec, module, callbacks, use_gpu, rank, Path(cfg["exp_dir"]), attempt.accumulate_grad_batches)
+            callbacks.insert(0, StallReporter(worker.stall_board, rank))
+        trainer = _trainer(spec, module, callbacks, use_gpu, rank, Path(worker.exp_dir), attempt.accumulate_grad_batches)
         ckpt_path = os.path.join(directory, CHECKPOINT_NAME) if directory else None
         trainer.fit(module, train_loader, valid_loader, ckpt_path=ckpt_path)
 

@@ -41,9 +41,11 @@ def build_torch_trainer(
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig
 
+    from espnet3.components.gpu import GPUOptions
     from espnet3.orchestration.failures import espnet_trainer_class
     from espnet3.orchestration.pruning import CheckpointPruner
     from espnet3.orchestration.worker import train_loop_per_worker
+    from espnet3.orchestration.worker_plan import WorkerPlan
 
     exp_dir = Path(cfg.exp_dir).resolve()
     run_home = storage.home(exp_dir)
@@ -62,19 +64,13 @@ def build_torch_trainer(
     enable_nccl_hang_detector(spec.use_gpu)
     return espnet_trainer_class()(
         train_loop_per_worker,
-        train_loop_config={
-            "cfg": container,
-            "train_spec": train,
-            "data_plan": plan,
-            "config_dir": str(config_dir),
-            "use_gpu": spec.use_gpu,
-            "max_workers": spec.world_size,
-            "cpus_per_worker": spec.cpus_per_worker,
-            "console_queue": console_queue,
-            "stop_board": stop_board,
-            "stall_board": stall_board,
-            "storage_env": storage.worker_env(),
-        },
+        train_loop_config={"plan": WorkerPlan(
+            config=container, train=train, data=plan, config_dir=str(config_dir), exp_dir=container["exp_dir"],
+            seed=int(container["seed"]), use_gpu=spec.use_gpu,
+            gpu=GPUOptions.from_config(container.get("gpu")) if spec.use_gpu else None,
+            max_workers=spec.world_size, cpus_per_worker=spec.cpus_per_worker, storage_env=storage.worker_env(),
+            console_queue=console_queue, stop_board=stop_board, stall_board=stall_board,
+        )},
         torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo", timeout_s=int(cfg.timeouts.collective_s)),
         scaling_config=ScalingConfig(
             num_workers=spec.scaling, use_gpu=spec.use_gpu, resources_per_worker=resources,
