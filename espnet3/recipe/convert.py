@@ -214,19 +214,31 @@ def _check_source(role: RoleConfig, key: str, data_src: Any, recipe_dir: Path) -
                          "data_src for the recipe's own dataset/__init__.py") from None
 
 
+def _test_entries(inference: RoleConfig) -> list[tuple[str, str, dict[str, Any]]]:
+    """The inference config's test sets, each as (upstream's name: its ``${inference_dir}/<name>/``,
+    the run's split: ``exp_dir/infer/<split>/``, the entry). The split is the name, but for ``train``
+    and ``valid``, the training splits' names (statistics, shapes) in a train.yaml: ``<name>_test``."""
+    entries = []
+    for index, entry in enumerate(plain((inference.values.get("dataset") or {}).get("test")) or []):
+        name = str(entry.get("name") or entry.get("data_src") or f"test{index}")
+        entries.append((name, f"{name}_test" if name in ("train", "valid") else name, entry))
+    return entries
+
+
+def test_splits(inference: RoleConfig) -> dict[str, str]:
+    """Upstream's test set name -> the run's split (:func:`_test_entries`)."""
+    return {name: split for name, split, _ in _test_entries(inference)}
+
+
 def _data(training: RoleConfig, recipe_dir: Path, inference: RoleConfig | None) -> dict[str, Any]:
     dataset = training.values.get("dataset") or {}
     data: dict[str, Any] = {
         split: _entries(training, f"dataset.{split}", dataset.get(split), recipe_dir) for split in ("train", "valid")
     }
-    tests = (inference.values.get("dataset") or {}).get("test") if inference is not None else None
+    tests = _test_entries(inference) if inference is not None else []
     if tests:
-        data["test"] = {}
-        for index, entry in enumerate(plain(tests)):
-            name = str(entry.get("name") or entry.get("data_src") or f"test{index}")
-            if name in ("train", "valid"):  # the training splits' names (stats, shapes) in a train.yaml
-                name = f"{name}_test"
-            data["test"][name] = _entries(inference, f"dataset.test[{index}]", [entry], recipe_dir)
+        data["test"] = {split: _entries(inference, f"dataset.test[{index}]", [entry], recipe_dir)
+                        for index, (_, split, entry) in enumerate(tests)}
     tokenizer = training.values.get("tokenizer") or {}
     preprocessor = dataset.get("preprocessor") or {}
     if not tokenizer.get("save_path") and preprocessor.get("token_list"):

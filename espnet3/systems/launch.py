@@ -175,7 +175,14 @@ class _Plan:
         header = ("# Written by espnet3 from the recipe's role configs "
                   f"({', '.join(str(c.path) for c in self.configs.values())}); edit those, not this file.\n")
         atomic_write(self.config_path, header + yaml.safe_dump(self.train_yaml, sort_keys=False), upload=False)
-        return espnet3_launch.main(self.launch_argv())
+        code = espnet3_launch.main(self.launch_argv())
+        if code == 0 and {"infer", "measure"} & set(self.ray_stages) and "inference" in self.configs:
+            from espnet3.recipe.outputs import publish
+
+            inference_dir = publish(self.configs["inference"], self.configs.get("metrics"),
+                                    Path(self.train_yaml["exp_dir"]), recipe_dir)
+            print(f"[espnet3] inference outputs and scores, in upstream's layout -> {inference_dir}", flush=True)
+        return code
 
 
 def _needs_tokenizer(training: RoleConfig, stages: Sequence[str]) -> bool:

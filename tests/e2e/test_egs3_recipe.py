@@ -82,6 +82,13 @@ def test_the_recipe_runs_every_stage_with_its_own_run_py_on_two_ray_workers(tmp_
     assert len(hyps) == 12
     scores = json.loads((exp / "infer" / "test" / "metrics.json").read_text())
     assert set(scores) >= {"wer", "cer"} and all(0 <= scores[k] <= 2 for k in ("wer", "cer"))
+    # and where upstream's runner writes them: ${inference_dir}/<test>/<field>.scp, ${inference_dir}/metrics.json
+    inference_dir = exp / "inference"  # inference.yaml's stem (upstream's ${self_name:})
+    assert (inference_dir / "test" / "text.scp").read_text().splitlines() == hyps
+    assert json.loads((inference_dir / "metrics.json").read_text()) == {
+        "espnet3.systems.esp2_asr.metrics.wer.WER": {"test": {"WER": round(100 * scores["wer"], 2)}},
+        "espnet3.systems.esp2_asr.metrics.cer.CER": {"test": {"CER": round(100 * scores["cer"], 2)}},
+    }
     # upstream's checkpoint names: each kept checkpoint and the latest, as ESPnet2 inference loads them
     kept = sorted(exp.glob("epoch*_step*_valid.loss.ckpt"))
     assert [p.name for p in kept] == ["epoch0_step4_valid.loss.ckpt", "epoch1_step8_valid.loss.ckpt"]
@@ -114,6 +121,11 @@ def test_the_releases_mini_an4_recipe_runs_unchanged_through_measure(tmp_path):
     for test_set, utterances in (("test", 2), ("valid_test", 1)):  # its test set `valid` decodes as valid_test
         assert len((exp / "infer" / test_set / "text").read_text().splitlines()) == utterances
         assert set(json.loads((exp / "infer" / test_set / "metrics.json").read_text())) == {"wer", "cer"}
+    # upstream's layout keeps the inference config's own names: valid, not valid_test
+    for test_set, utterances in (("test", 2), ("valid", 1)):
+        assert len((exp / "inference" / test_set / "text.scp").read_text().splitlines()) == utterances
+    upstream_scores = json.loads((exp / "inference" / "metrics.json").read_text())
+    assert set(upstream_scores["espnet3.systems.esp2_asr.metrics.wer.WER"]) == {"test", "valid"}
 
 
 @pytest.mark.slow
