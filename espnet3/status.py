@@ -70,6 +70,8 @@ def describe(exp_dir: str) -> list[str]:
         median = f"{pace['median_step_s']:.3f} s/step" if pace.get("median_step_s") else "warming up"
         if pace.get("busy_s") is not None:
             median += f" ({pace['busy_s']:.3f} s its own work)"
+        if pace.get("data_wait_s") is not None:
+            median += f", {pace['data_wait_s']:.3f} s waiting for data"
         if pace.get("gpu_mem_gib") is not None:
             util = f", {pace['gpu_util_pct']:.0f} % busy" if pace.get("gpu_util_pct") is not None else ""
             median += f", GPU {pace['gpu_mem_gib']:.2f} GiB peak{util}"

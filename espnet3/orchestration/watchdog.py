@@ -76,6 +76,9 @@ class RankState:
     # first backward), where no collective runs; every other part of a DDP step waits for the
     # slowest rank (Lightning's and DDP's broadcasts before it, the gradient all-reduce after).
     busy_s: float | None = None
+    # The median of this rank's wait for its next batch: from the end of one step to the start of
+    # the next (the DataLoader's next(), the move to the device), as rank 0's `data_wait` counts it.
+    data_wait_s: float | None = None
     # A GPU rank's peak memory allocated by PyTorch (GiB) and the device's utilisation (%, NVML),
     # read by the reporter's thread at each beat: no host sync in the training step.
     gpu_mem_gib: float | None = None
@@ -215,6 +218,7 @@ class StallReporter(L.Callback):
         self._durations: deque[float] = deque(maxlen=50)
         self._forward_start: float | None = None
         self._busy: deque[float] = deque(maxlen=50)
+        self._waits: deque[float] = deque(maxlen=50)
         self._device = None  # the rank's CUDA device, on a GPU rank
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="espnet3-stall-reporter", daemon=True)
@@ -257,6 +261,8 @@ class StallReporter(L.Callback):
         self._stop.set()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._last_step_end is not None and self.state.phase == "between steps":  # not after a validation
+            self._waits.append(time.time() - self._last_step_end)
         self.state.phase = "forward"
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
@@ -278,6 +284,7 @@ class StallReporter(L.Callback):
         if self.state.steps_done >= WARMUP_STEPS:
             self.state.median_step_s = statistics.median(self._durations)
             self.state.busy_s = statistics.median(self._busy) if self._busy else None
+            self.state.data_wait_s = statistics.median(self._waits) if self._waits else None
         self._progress("after step")
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
@@ -332,7 +339,7 @@ STATUS_EVERY_S = 15.0
 def _pace(state: RankState) -> dict:
     return {"host": state.host, "pid": state.pid, "step": state.step, "phase": state.phase,
             "idle_s": round(time.time() - state.progress, 1), "median_step_s": state.median_step_s,
-            "busy_s": state.busy_s, "gpu_mem_gib": state.gpu_mem_gib, "gpu_util_pct": state.gpu_util_pct}
+            "busy_s": state.busy_s, "data_wait_s": state.data_wait_s, "gpu_mem_gib": state.gpu_mem_gib, "gpu_util_pct": state.gpu_util_pct}
 
 
 class StallMonitor:
@@ -394,7 +401,7 @@ class StallMonitor:
 
     def _record_pace(self, states: dict[int, RankState]) -> None:
         """The ranks' pace into the run's status file and TensorBoard (``tensorboard/ranks``:
-        ``pace/rank<r>/{step_s,busy_s}`` and, on GPU ranks, ``gpu/rank<r>/{mem_gib,util_pct}`` at
+        ``pace/rank<r>/{step_s,busy_s,data_wait_s}`` and, on GPU ranks, ``gpu/rank<r>/{mem_gib,util_pct}`` at
         each rank's step)."""
         if self.status is not None:
             self.status.ranks({r: _pace(st) for r, st in states.items()})
@@ -407,6 +414,7 @@ class StallMonitor:
         for rank, state in states.items():
             for tag, value in ((f"pace/rank{rank}/step_s", state.median_step_s),
                                (f"pace/rank{rank}/busy_s", state.busy_s),
+                               (f"pace/rank{rank}/data_wait_s", state.data_wait_s),
                                (f"gpu/rank{rank}/mem_gib", state.gpu_mem_gib),
                                (f"gpu/rank{rank}/util_pct", state.gpu_util_pct)):
                 if value is not None:

@@ -132,9 +132,10 @@ def test_gpu_workers_reserve_a_share_of_the_machines_cpus_for_their_data_loaders
     assert loader.workers_for(8.0, use_gpu=True) == 7 and loader.workers_for(8.0, use_gpu=False) == 0
 
 
-def test_gpu_ranks_memory_and_utilisation_reach_the_status_file_and_tensorboard(tmp_path):
-    """The driver's side of the GPU fields the stall watchdog's reporter samples on a GPU rank
-    (a CPU rank leaves them empty): ``espnet3.status`` shows them and TensorBoard gets a scalar each."""
+def test_each_ranks_data_wait_gpu_memory_and_utilisation_reach_the_status_file_and_tensorboard(tmp_path):
+    """The driver's side of what the stall watchdog's reporter measures on each rank: its wait for
+    data, and on a GPU rank its memory and utilisation (a CPU rank leaves those empty);
+    ``espnet3.status`` shows them and TensorBoard gets a scalar each."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from espnet3.orchestration.status import RunStatus
@@ -149,15 +150,16 @@ def test_gpu_ranks_memory_and_utilisation_reach_the_status_file_and_tensorboard(
     assert (cpu_rank.state.gpu_mem_gib, cpu_rank.state.gpu_util_pct) == (None, None)
 
     states = {0: RankState(rank=0, pid=1, host="gpu-node", started=0.0, step=40, phase="forward", progress=0.0,
-                           median_step_s=0.25, busy_s=0.2, gpu_mem_gib=11.5, gpu_util_pct=87.0),
+                           median_step_s=0.25, busy_s=0.2, data_wait_s=0.05, gpu_mem_gib=11.5, gpu_util_pct=87.0),
               1: cpu_rank.state}
     monitor = StallMonitor(board=None, exp_dir=tmp_path, stall_s=None, status=RunStatus(tmp_path, ["train"]))
     monitor._record_pace(states)
     shown = "\n".join(describe(str(tmp_path)))
     assert "rank 0 on gpu-node: step 40" in shown and "GPU 11.50 GiB peak, 87 % busy" in shown
+    assert "0.050 s waiting for data" in shown
     assert "rank 1" in shown and shown.count("GPU") == 1, "a CPU rank shows no GPU fields"
     events = EventAccumulator(str(tmp_path / "tensorboard" / "ranks"))
     events.Reload()
-    assert {"gpu/rank0/mem_gib", "gpu/rank0/util_pct"} <= set(events.Tags()["scalars"])
+    assert {"gpu/rank0/mem_gib", "gpu/rank0/util_pct", "pace/rank0/data_wait_s"} <= set(events.Tags()["scalars"])
     assert not any(tag.startswith("gpu/rank1") for tag in events.Tags()["scalars"])
     assert events.Scalars("gpu/rank0/mem_gib")[-1].value == pytest.approx(11.5)
