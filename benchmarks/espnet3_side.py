@@ -3,7 +3,7 @@
     python -m benchmarks.espnet3_side --config bench.yaml --exp-dir D --out O --num-workers 2 \
         --max-steps 20 [--override KEY=VALUE ...] [--num-gpus N] [--consensus on|off|alternate] [--address HOST:PORT] [--t0 WALLCLOCK]
 
-Mirrors ``espnet3.launch.run`` for ``--stages train`` (preflight, prepare_data, connect, the
+Mirrors ``espnet3.driver.run.run`` for ``--stages train`` (preflight, prepare_data, connect, the
 driver-side model build, ``build_torch_trainer(...).fit()``); the only change is that the
 TorchTrainer runs :func:`benchmarks.probes.bench_train_loop`, which calls espnet3's
 ``train_loop_per_worker`` with a StepTimer added. Writes ``O/driver.json`` (driver phase marks)
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out.resolve()  # Ray workers do not run in this directory
     marks = {"process_start": args.t0 or T_MAIN, "main": T_MAIN}
 
-    from espnet3.launch import preflight
+    from espnet3.driver.preflight import preflight
     from espnet3.orchestration.preparation import prepare_data
     from espnet3.orchestration.cluster import connect
     from espnet3.orchestration.launch_spec import LaunchSpec
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     marks["preflight_done"] = time.time()
     connect(spec)
     marks["ray_init_done"] = time.time()
-    build_model(cfg, config_dir, plan)  # espnet3.launch.run builds the model once on the driver, too
+    build_model(cfg, config_dir, plan)  # espnet3.driver.run builds the model once on the driver, too
     marks["driver_model_built"] = time.time()
     trainer = build_torch_trainer(cfg, spec, config_dir, plan)
     from benchmarks.probes import bench_train_loop

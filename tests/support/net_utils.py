@@ -128,6 +128,12 @@ def ray_logs_tail(ray_tmp: Path, lines: int = 15) -> str:
     logs of the clusters started with ``RAY_TMPDIR=ray_tmp`` (their nodes share one session directory)."""
     parts = []
     logs = ray_tmp / "ray" / "session_latest" / "logs"
+    # A raylet that aborted says why once, far above the stack trace at its log's end.
+    for log in sorted(logs.glob("raylet*")) if logs.is_dir() else []:
+        fatal = [line for line in log.read_text(errors="replace").splitlines()
+                 if any(mark in line for mark in ("Check failed", " F ", "marked dead", "is dead", "FATAL"))]
+        if fatal:
+            parts.append(f"\n--- {log}: why it ended\n" + "\n".join(fatal[:5]))
     names = ("dashboard_agent", "raylet", "dashboard_JobHead", "gcs_server", "runtime_env_agent")
     for log in sorted(logs.glob("*")) if logs.is_dir() else []:
         if log.is_file() and log.name.startswith(names):
