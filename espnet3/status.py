@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-EXIT_USAGE = 2
+from espnet3.driver.signals import EXIT_USAGE
 
 
 def _ago(t: float | None) -> str:

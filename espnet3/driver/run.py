@@ -69,14 +69,15 @@ def run_stages(spec: LaunchSpec, cfg: DictConfig, config_dir: Path, exp_dir: Pat
         record_requeue(exp_dir)
         status.stage("train")
         run_train(cfg, spec, config_dir, plan, stop_board=start_board(), status=status)
+    # Built once for the stages after training (preflight only checked it): infer, measure and pack share it.
+    evaluation = evaluation_plan(cfg) if {"infer", "measure", "pack"} & set(spec.stages) else None
     if {"infer", "measure"} & set(spec.stages):
         status.stage("evaluate")
-        run_evaluation(spec, evaluation_plan(cfg), plan)
+        run_evaluation(spec, evaluation, plan)
     if "pack" in spec.stages:
         status.stage("pack")
         from espnet3.stages.pack import pack
 
-        evaluation = evaluation_plan(cfg)
         packed = pack(evaluation.model, evaluation.system.packed_as, exp_dir, cfg.name, plan.token_streams)
         print(f"[espnet3] packed {evaluation.model.model_file.name} -> {storage.home(packed)}", flush=True)
     from espnet3.orchestration.extensions import TENSORBOARD_DIR

@@ -30,8 +30,6 @@ class WorkerPlan:
     train: TrainSpec
     data: DataPlan
     config_dir: str
-    exp_dir: str
-    seed: int
     use_gpu: bool
     gpu: GPUOptions | None  # the `gpu:` block, on GPU workers
     max_workers: int  # an elastic group's largest size: the global batch it keeps
@@ -40,6 +38,14 @@ class WorkerPlan:
     console_queue: Any = None  # a ray.util.queue.Queue: rank 0's lines to the driver's console
     stop_board: Any = None  # the preemption board (an actor handle)
     stall_board: Any = None  # the stall watchdog's board (an actor handle)
+
+    @property
+    def exp_dir(self) -> str:
+        return self.config["exp_dir"]
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["seed"])
 
     def module_config(self) -> Mapping[str, Any]:
         """The mapping ``ESPnetLightningModule`` takes: the config, with fused optimizers on GPU."""

@@ -16,12 +16,14 @@ from pathlib import Path
 
 from espnet3.recipe.convert import METRICS, RoleConfig, plain, test_splits
 from espnet3.stages.evaluation import INFER_DIR
+from espnet3.stages.infer import MANIFEST
+from espnet3.stages.measure import SCORES_FILE
 from hydra.utils import get_class
 
 from espnet3.storage import atomic_write, atomic_write_json
 
 # The run's own bookkeeping in each split directory, not an inference output.
-RUN_FILES = ("metrics.json", "shards.json")
+RUN_FILES = (SCORES_FILE, MANIFEST)
 
 
 def publish(inference: RoleConfig, metrics: RoleConfig | None, exp_dir: Path, recipe_dir: Path) -> Path:
@@ -41,8 +43,8 @@ def publish(inference: RoleConfig, metrics: RoleConfig | None, exp_dir: Path, re
                              table.read_text(), upload=False)
             elif table.is_dir() and table.name != "shards":  # a table's audio or arrays (wav/, ...)
                 shutil.copytree(table, target / table.name, dirs_exist_ok=True)
-        if (source / "metrics.json").is_file():
-            scores[name] = json.loads((source / "metrics.json").read_text())
+        if (source / SCORES_FILE).is_file():
+            scores[name] = json.loads((source / SCORES_FILE).read_text())
     if metrics is not None and scores:
         results = {}
         for entry in plain(metrics.values.get("metrics")) or []:

@@ -14,6 +14,9 @@ from espnet3.data.plan import DataPlan
 from espnet3.systems.base.metric import DATASET_PREFIX, Metric
 from espnet3.storage import atomic_write_json
 
+# Each split's scores, beside its hypotheses in the infer directory.
+SCORES_FILE = "metrics.json"
+
 
 def dataset_table(plan: DataPlan, split: str, name: str) -> dict[str, str]:
     """``dataset:<name>`` as ``utt_id -> value``: a stream's file, a file beside the split's first
@@ -82,7 +85,7 @@ def measure(plan: DataPlan, metrics: Sequence[Metric], infer_dir: Path, splits: 
                     read[source] = _source(plan, split, split_dir, source, metric)
                 tables[role] = read[source]
             result.update(metric.score(tables))
-        atomic_write_json(split_dir / "metrics.json", result)
+        atomic_write_json(split_dir / SCORES_FILE, result)
         scores[split] = result
     return scores
 

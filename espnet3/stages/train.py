@@ -65,8 +65,7 @@ def build_torch_trainer(
     return espnet_trainer_class()(
         train_loop_per_worker,
         train_loop_config={"plan": WorkerPlan(
-            config=container, train=train, data=plan, config_dir=str(config_dir), exp_dir=container["exp_dir"],
-            seed=int(container["seed"]), use_gpu=spec.use_gpu,
+            config=container, train=train, data=plan, config_dir=str(config_dir), use_gpu=spec.use_gpu,
             gpu=GPUOptions.from_config(container.get("gpu")) if spec.use_gpu else None,
             max_workers=spec.world_size, cpus_per_worker=spec.cpus_per_worker, storage_env=storage.worker_env(),
             console_queue=console_queue, stop_board=stop_board, stall_board=stall_board,

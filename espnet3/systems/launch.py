@@ -20,10 +20,10 @@ from pathlib import Path
 
 import yaml
 
+from espnet3.driver.signals import EXIT_USAGE
 from espnet3.recipe.convert import RoleConfig, train_yaml, worker_count
 from espnet3.systems.base.system import ONLINE_STAGES, RAY_STAGES
 
-EXIT_USAGE = 2
 
 
 def build_parser(system_cls: type) -> argparse.ArgumentParser:
