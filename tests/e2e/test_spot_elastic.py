@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from net_utils import RAY_BIN, alive_nodes, join_node, kill_node, ray_start, start_head
+from net_utils import RAY_BIN, alive_nodes, join_node, kill_node, start_head
 from paths import TINY
 from runs import TIMEOUT_S, data_overrides, steps_per_epoch, train_workers, wait_for
 from spot import DEADLINE_S, PACE, spot_env
@@ -102,7 +102,7 @@ def test_a_drained_spot_node_costs_no_step_the_group_shrinks_grows_back_and_surv
             # take a minute to start a worker, and a node joining meanwhile has the resize monitor
             # replace the group before it ever recorded its start (seen in a fresh-clone suite).
             wait_for(lambda: _started(exp, started_before + 1), "the survivor's restart", proc, logs=logs())
-            nodes.append(ray_start(env, f"--address={address}", "--num-cpus=1"))  # a new spot node joins
+            nodes.append(join_node(env, address, 3, "--num-cpus=1", cpus=2))  # a new spot node joins
             grown = wait_for(lambda: _started(exp, started_before + 2), "the group to grow back", proc, logs=logs())
             wait_for(lambda: any(p.stat().st_mtime > grown for p in exp.glob("checkpoint_*/metrics.json")),
                       "a checkpoint of the grown group", proc, logs=logs())

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from net_utils import RAY_BIN, alive_nodes, join_node, kill_node, ray_start, start_head
+from net_utils import RAY_BIN, alive_nodes, join_node, kill_node, start_head
 from paths import TINY
 from runs import TIMEOUT_S, train_workers, wait_for
 from spot import DEADLINE_S, PACE, spot_env
@@ -89,7 +89,7 @@ def test_a_drained_node_under_a_sweep_trial_costs_no_step_and_tune_sees_every_ep
             noticed = time.time()
             time.sleep(max(0.0, drained_at + DEADLINE_S - time.time()))
             kill_node(nodes[victim])  # the reclaim, at its deadline
-            nodes.append(ray_start(env, f"--address={address}", "--num-cpus=2"))  # the replacement
+            nodes.append(join_node(env, address, 3, "--num-cpus=2", cpus=4))  # the replacement
             proc.wait(timeout=TIMEOUT_S)
         finally:
             proc.kill()

@@ -26,9 +26,7 @@ def spot_env(ray_tmp: Path) -> dict[str, str]:
     return user_env(RAY_TMPDIR=str(ray_tmp), **token_auth(), RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S="1",
                     RAY_agent_register_timeout_ms="300000",  # see test_no_shared_filesystem: a busy suite's slow agents
                     # a dead node is noticed in about 3 s instead of 15 (GCS health checks), counted
-                    # from 30 s after it registered. (Open: under a busy suite a joining raylet can
-                    # still abort with "Timed out waiting for file .../dashboard_agent_listen_port_*",
-                    # its agent too slow to start; seen 2026-12-08 in 1 of 3 suites. Not the health
-                    # checks, as first guessed. net_utils.ray_logs_tail shows that reason.)
+                    # from 30 s after it registered. A raylet aborting on its slow agent is another
+                    # matter: net_utils.AGENT_TIMEOUT.
                     RAY_health_check_initial_delay_ms="30000",
                     RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
