@@ -17,6 +17,8 @@ from typing import Any
 
 from espnet3.components.data.data_organizer import ENTRY_KEYS
 from espnet3.errors import ConfigError
+from espnet3.systems.registry import system_for
+from espnet3.utils.task_utils import resolve_task
 
 # The TEMPLATE's training.yaml keys this front end reads itself or maps.
 TRAINING_KEYS = frozenset({
@@ -37,6 +39,7 @@ PLACED_BY_RAY = ("accelerator", "devices", "num_nodes", "strategy", "logger")
 # Upstream's ESPnet2 inference classes, by the task family that decodes with them here.
 INFERENCE_CLASSES = {
     "espnet2.bin.asr_inference.Speech2Text": ("asr_train_config", "asr_model_file"),
+    "espnet2.bin.asr_transducer_inference.Speech2Text": ("asr_train_config", "asr_model_file"),
 }
 # Upstream's metric classes and this project's that score the same way.
 METRICS = {
@@ -97,7 +100,7 @@ def train_yaml(training: RoleConfig, inference: RoleConfig | None = None,
         raise training.error("fit.ckpt_path", "Ray Train resumes a run from its own checkpoints",
                              "remove it and run the same command with --resume")
     if inference is not None:
-        cfg["inference"] = _inference(inference)
+        cfg["inference"] = _inference(inference, cfg.get("task"))
     if metrics is not None:
         cfg["metrics"] = _metrics(metrics)
     return cfg
@@ -310,13 +313,19 @@ def _trainer(training: RoleConfig) -> dict[str, Any]:
     return trainer
 
 
-def _inference(inference: RoleConfig) -> dict[str, Any]:
+def _inference(inference: RoleConfig, task: str | None) -> dict[str, Any]:
     inference.check_keys(INFERENCE_KEYS)
     model = dict(plain(inference.values.get("model")) or {})
     target = model.pop("_target_", None)
     if target not in INFERENCE_CLASSES:
         raise inference.error("model._target_", f"{target!r} is not an inference class this front end decodes with",
                               f"use one of {', '.join(INFERENCE_CLASSES)}")
+    if task:
+        decodes_with = system_for(resolve_task(task)).inference_class().espnet2_class
+        if target != decodes_with:
+            raise inference.error("model._target_", f"{target} cannot load the models of the training config's "
+                                  f"task {task}", f"use {decodes_with} (e.g. the recipe's inference config for "
+                                  "that model family, such as mini_an4's conf/inference_transducer.yaml)")
     config_key, model_key = INFERENCE_CLASSES[target]
     model.pop(config_key, None)  # always the run's exp_dir/config.yaml
     model_file = model.pop(model_key, None)

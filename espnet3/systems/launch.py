@@ -103,6 +103,8 @@ def load_roles(system_cls: type, args: argparse.Namespace, stages: Sequence[str]
                              "does not reach; leave it out of --stages (pack_model writes what you would upload)")
         for role in system_cls.stage(name).roles:
             needed.setdefault(role, name)
+        if name in RAY_STAGES:  # one espnet3 run: its exp_dir, model and data come from the training config
+            needed.setdefault("training", name)
     paths = {}
     for role, stage in needed.items():
         paths[role] = getattr(args, f"{role}_config")

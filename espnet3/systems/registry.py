@@ -42,6 +42,9 @@ SYSTEMS: dict[str, System] = {
     "ASRTask": System(
         "espnet3.systems.asr.inference.ASRInference", _ERROR_RATES, ("asr_train_config", "asr_model_file")
     ),
+    "ASRTransducerTask": System(
+        "espnet3.systems.asr.inference.ASRTransducerInference", _ERROR_RATES, ("asr_train_config", "asr_model_file")
+    ),
     "STTask": System("espnet3.systems.st.inference.STInference", _BLEU, ("st_train_config", "st_model_file")),
     "MTTask": System("espnet3.systems.mt.inference.MTInference", _BLEU, ("mt_train_config", "mt_model_file")),
     "LMTask": System(

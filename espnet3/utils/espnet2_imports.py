@@ -6,7 +6,8 @@ Without internet that costs a network timeout and prints alarming ``[nltk_data]
 Error loading ...`` lines on every worker. espnet's attention module also prints a
 line about Flash Attention on import (to stdout before 202609, to stderr since). Neither
 matters to espnet3, so every espnet2 import in this package goes through
-:func:`import_espnet2`.
+:func:`import_espnet2`. It also puts torchaudio's transducer loss where ESPnet2 looks for
+warp-transducer's, when that is not installed (:mod:`espnet3.utils.warprnnt`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import importlib
 import io
 import sys
 from types import ModuleType
+
+from espnet3.utils import warprnnt
 
 FLASH_ATTENTION_LINE = "Failed to import Flash Attention"
 
@@ -41,6 +44,7 @@ def import_espnet2(module: str) -> ModuleType:
     """Import ``module`` (an ``espnet``/``espnet2`` module path) quietly."""
     if module in sys.modules:
         return sys.modules[module]
+    warprnnt.install()
     stderr = io.StringIO()
     try:
         with _offline_nltk(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):

@@ -130,6 +130,33 @@ def test_the_releases_mini_an4_recipe_runs_unchanged_through_measure(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+def test_the_releases_mini_an4_default_transducer_config_trains_and_decodes(tmp_path):
+    """mini_an4's default conf/training.yaml is a transducer (ESPnet2's asr_transducer task), whose
+    loss ESPnet2 imports from warp-transducer, which is not on PyPI: torchaudio's loss stands in
+    (espnet3.utils.warprnnt), and conf/inference_transducer.yaml decodes with ESPnet2's transducer
+    Speech2Text the `${exp_dir}/last.ckpt` it names."""
+    from importlib.resources import files
+
+    source = Path(str(files("egs3.mini_an4.esp2_asr")))
+    recipe = Path(shutil.copytree(source, tmp_path / "esp2_asr", ignore=shutil.ignore_patterns("__pycache__")))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # sph2pipe
+    result = subprocess.run([sys.executable, "run.py", "--stages", "all", "--training_config", "conf/training.yaml",
+                             "--inference_config", "conf/inference_transducer.yaml",
+                             "--metrics_config", "conf/metrics.yaml"],
+                            cwd=recipe, env=env, capture_output=True, text=True, timeout=840)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    exp = recipe / "exp" / "training"
+    assert "loss_transducer" in out  # the transducer model's own loss, logged for validation
+    assert f"Scores of {exp / 'last.ckpt'}" in out
+    for test_set, utterances in (("test", 2), ("valid", 1)):
+        assert len((exp / "inference_transducer" / test_set / "text.scp").read_text().splitlines()) == utterances
+    scores = json.loads((exp / "inference_transducer" / "metrics.json").read_text())
+    assert set(scores["espnet3.systems.esp2_asr.metrics.cer.CER"]) == {"test", "valid"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_a_gan_tts_recipe_trains_its_named_optimizers_on_two_workers(tmp_path):
     """A non-ASR recipe: ESPnet2's gan_tts task through BaseSystem, `optimizers.<name>.params:
     generator` selecting `tts.generator.*` as upstream's does."""
@@ -226,8 +253,14 @@ def _edit(recipe: Path, role: str, edit) -> None:
      ("training", lambda c: c["dataset"]["train"][0].update(data_src="no_such/corpus")),
      "conf/training.yaml: `dataset.train[0].data_src`: data_src 'no_such/corpus' does not load"),
     (("--stages", "upload_model"), None, "stage `upload_model` needs the network"),
+    (("--stages", "infer", "--inference_config", "conf/inference.yaml"), None,
+     "stage `infer` reads the training config, which was not given: pass --training_config"),
+    (("--stages", "infer", "--training_config", "conf/training.yaml", "--inference_config", "conf/inference.yaml"),
+     ("inference", lambda c: c["model"].update(_target_="espnet2.bin.asr_transducer_inference.Speech2Text")),
+     "conf/inference.yaml: `model._target_`: espnet2.bin.asr_transducer_inference.Speech2Text cannot load the "
+     "models of the training config's task"),
 ], ids=["unknown-stage", "missing-role-config", "missing-training-config", "unknown-key", "bad-data-src",
-        "online-stage"])
+        "online-stage", "infer-without-training-config", "inference-class-of-another-family"])
 def test_bad_inputs_stop_before_ray_with_the_key_the_file_and_the_fix(tmp_path, monkeypatch, capsys, no_ray,
                                                                      argv, edit, expected):
     recipe = copy_recipe(tmp_path)

@@ -111,3 +111,13 @@ class ASRInference(NBestInference):
                 "score": score,
             })
         return results
+
+
+class ASRTransducerInference(NBestInference):
+    """ESPnet2's transducer ``Speech2Text`` (``espnet2.bin.asr_transducer_inference``): its beam
+    search over the joint network, for models of ``espnet2.tasks.asr_transducer`` (egs3's
+    ``esp2_asr.src.transducer_task.ASRTransducerTask``), with the n-best list of the other
+    families (``return_decoded_hyp``)."""
+
+    espnet2_class = "espnet2.bin.asr_transducer_inference.Speech2Text"
+    default_options = {"return_decoded_hyp": True}
