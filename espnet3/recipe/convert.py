@@ -321,11 +321,12 @@ def _inference(inference: RoleConfig, task: str | None) -> dict[str, Any]:
         raise inference.error("model._target_", f"{target!r} is not an inference class this front end decodes with",
                               f"use one of {', '.join(INFERENCE_CLASSES)}")
     if task:
-        decodes_with = system_for(resolve_task(task)).inference_class().espnet2_class
-        if target != decodes_with:
+        decoder = system_for(resolve_task(task)).inference_class()
+        if target != decoder.espnet2_class:
             raise inference.error("model._target_", f"{target} cannot load the models of the training config's "
-                                  f"task {task}", f"use {decodes_with} (e.g. the recipe's inference config for "
-                                  "that model family, such as mini_an4's conf/inference_transducer.yaml)")
+                                  f"task {task}", f"use {decoder.espnet2_class} (e.g. the recipe's inference config "
+                                  "for that model family, such as mini_an4's conf/inference_transducer.yaml)")
+        _check_output_keys(inference, decoder)
     config_key, model_key = INFERENCE_CLASSES[target]
     model.pop(config_key, None)  # always the run's exp_dir/config.yaml
     model_file = model.pop(model_key, None)
@@ -334,6 +335,29 @@ def _inference(inference: RoleConfig, task: str | None) -> dict[str, Any]:
     if inference.values.get("batch_size") is not None:
         model["batch_size"] = int(inference.values["batch_size"])
     return model
+
+
+def output_keys(inference: RoleConfig) -> tuple[str, ...] | None:
+    """Upstream's ``output_keys``: the only outputs written as ``${inference_dir}/<test>/<key>.scp``
+    (None: every output the decoder writes)."""
+    keys = plain(inference.values.get("output_keys"))
+    if keys is None:
+        return None
+    if isinstance(keys, str):
+        keys = [keys]
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise inference.error("output_keys", f"{keys!r} is not a list of output names",
+                              "give a list, e.g. output_keys: [text]")
+    return tuple(keys)
+
+
+def _check_output_keys(inference: RoleConfig, decoder: type) -> None:
+    keys = output_keys(inference)
+    written = [output.name.removesuffix(".scp") for output in decoder.outputs]
+    for key in keys or ():
+        if key not in written:
+            raise inference.error("output_keys", f"{key!r} is not an output of {decoder.espnet2_class}",
+                                  f"use some of {', '.join(written)}, or drop output_keys to write them all")
 
 
 def _metrics(metrics: RoleConfig) -> list[dict[str, Any]]:

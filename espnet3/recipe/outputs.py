@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from espnet3.recipe.convert import METRICS, RoleConfig, plain, test_splits
+from espnet3.recipe.convert import METRICS, RoleConfig, output_keys, plain, test_splits
 from espnet3.stages.evaluation import INFER_DIR
 from espnet3.stages.infer import MANIFEST
 from espnet3.stages.measure import SCORES_FILE
@@ -31,6 +31,7 @@ def publish(inference: RoleConfig, metrics: RoleConfig | None, exp_dir: Path, re
     inference_dir = Path(recipe_dir, str(inference.values["inference_dir"])).resolve()
     infer = Path(exp_dir) / INFER_DIR
     scores: dict[str, Mapping[str, float]] = {}
+    keys = output_keys(inference)
     for name, split in test_splits(inference).items():
         source = infer / split
         if not source.is_dir():
@@ -38,6 +39,8 @@ def publish(inference: RoleConfig, metrics: RoleConfig | None, exp_dir: Path, re
         target = inference_dir / name
         target.mkdir(parents=True, exist_ok=True)
         for table in sorted(source.iterdir()):
+            if keys is not None and table.name.removesuffix(".scp") not in keys:
+                continue  # upstream's output_keys: only the outputs listed (a table's audio dir goes with it)
             if table.is_file() and table.name not in RUN_FILES:
                 atomic_write(target / (table.name if table.suffix == ".scp" else f"{table.name}.scp"),
                              table.read_text(), upload=False)

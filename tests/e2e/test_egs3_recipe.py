@@ -61,6 +61,7 @@ def exit_code(recipe: Path, monkeypatch, *argv: str) -> int:
 @pytest.mark.timeout(900)
 def test_the_recipe_runs_every_stage_with_its_own_run_py_on_two_ray_workers(tmp_path):
     recipe = copy_recipe(tmp_path)
+    _edit(recipe, "inference", lambda c: c.update(output_keys=["text", "token"]))  # upstream's: only these .scp
     result = subprocess.run([sys.executable, "run.py", "--stages", "all", *ROLES], cwd=recipe,
                             capture_output=True, text=True, timeout=840)
     out = result.stdout + result.stderr
@@ -85,6 +86,7 @@ def test_the_recipe_runs_every_stage_with_its_own_run_py_on_two_ray_workers(tmp_
     # and where upstream's runner writes them: ${inference_dir}/<test>/<field>.scp, ${inference_dir}/metrics.json
     inference_dir = exp / "inference"  # inference.yaml's stem (upstream's ${self_name:})
     assert (inference_dir / "test" / "text.scp").read_text().splitlines() == hyps
+    assert sorted(p.name for p in (inference_dir / "test").iterdir()) == ["text.scp", "token.scp"]
     assert json.loads((inference_dir / "metrics.json").read_text()) == {
         "espnet3.systems.esp2_asr.metrics.wer.WER": {"test": {"WER": round(100 * scores["wer"], 2)}},
         "espnet3.systems.esp2_asr.metrics.cer.CER": {"test": {"CER": round(100 * scores["cer"], 2)}},
@@ -259,8 +261,12 @@ def _edit(recipe: Path, role: str, edit) -> None:
      ("inference", lambda c: c["model"].update(_target_="espnet2.bin.asr_transducer_inference.Speech2Text")),
      "conf/inference.yaml: `model._target_`: espnet2.bin.asr_transducer_inference.Speech2Text cannot load the "
      "models of the training config's task"),
+    (("--stages", "infer", "--training_config", "conf/training.yaml", "--inference_config", "conf/inference.yaml"),
+     ("inference", lambda c: c.update(output_keys=["text", "hyp"])),
+     "conf/inference.yaml: `output_keys`: 'hyp' is not an output of espnet2.bin.asr_inference.Speech2Text. "
+     "Fix: use some of text, token, token_int, score"),
 ], ids=["unknown-stage", "missing-role-config", "missing-training-config", "unknown-key", "bad-data-src",
-        "online-stage", "infer-without-training-config", "inference-class-of-another-family"])
+        "online-stage", "infer-without-training-config", "inference-class-of-another-family", "unknown-output-key"])
 def test_bad_inputs_stop_before_ray_with_the_key_the_file_and_the_fix(tmp_path, monkeypatch, capsys, no_ray,
                                                                      argv, edit, expected):
     recipe = copy_recipe(tmp_path)
