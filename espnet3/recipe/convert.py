@@ -327,6 +327,11 @@ def _inference(inference: RoleConfig, task: str | None) -> dict[str, Any]:
                                   f"task {task}", f"use {decoder.espnet2_class} (e.g. the recipe's inference config "
                                   "for that model family, such as mini_an4's conf/inference_transducer.yaml)")
         _check_output_keys(inference, decoder)
+        _check_input_key(inference, decoder)
+    if inference.values.get("output_fn") is not None:
+        raise inference.error("output_fn", "upstream's legacy output hook is not run here: the model family's "
+                              "decoder writes ESPnet2's outputs (text, token, ... for ASR)",
+                              "remove output_fn; choose the outputs written with output_keys")
     config_key, model_key = INFERENCE_CLASSES[target]
     model.pop(config_key, None)  # always the run's exp_dir/config.yaml
     model_file = model.pop(model_key, None)
@@ -358,6 +363,18 @@ def _check_output_keys(inference: RoleConfig, decoder: type) -> None:
         if key not in written:
             raise inference.error("output_keys", f"{key!r} is not an output of {decoder.espnet2_class}",
                                   f"use some of {', '.join(written)}, or drop output_keys to write them all")
+
+
+def _check_input_key(inference: RoleConfig, decoder: type) -> None:
+    """Upstream passes the dataset fields ``input_key`` names to the model; here the family's decoder
+    reads its own (``speech`` for ASR), so another choice would be silently ignored."""
+    key = plain(inference.values.get("input_key"))
+    reads = getattr(decoder, "input_name", None)
+    if key is None or reads is None:
+        return
+    if (key if isinstance(key, list) else [key]) != [reads]:
+        raise inference.error("input_key", f"{decoder.espnet2_class} decodes the dataset field {reads!r}, "
+                              f"not {key!r}", f"set input_key: {reads}, or remove it")
 
 
 def _metrics(metrics: RoleConfig) -> list[dict[str, Any]]:

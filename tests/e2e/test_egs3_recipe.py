@@ -265,8 +265,15 @@ def _edit(recipe: Path, role: str, edit) -> None:
      ("inference", lambda c: c.update(output_keys=["text", "hyp"])),
      "conf/inference.yaml: `output_keys`: 'hyp' is not an output of espnet2.bin.asr_inference.Speech2Text. "
      "Fix: use some of text, token, token_int, score"),
+    (("--stages", "infer", "--training_config", "conf/training.yaml", "--inference_config", "conf/inference.yaml"),
+     ("inference", lambda c: c.update(input_key=["speech", "text"])),
+     "conf/inference.yaml: `input_key`: espnet2.bin.asr_inference.Speech2Text decodes the dataset field 'speech'"),
+    (("--stages", "infer", "--training_config", "conf/training.yaml", "--inference_config", "conf/inference.yaml"),
+     ("inference", lambda c: c.update(output_fn="src.outputs.to_hyp")),
+     "conf/inference.yaml: `output_fn`: upstream's legacy output hook is not run here"),
 ], ids=["unknown-stage", "missing-role-config", "missing-training-config", "unknown-key", "bad-data-src",
-        "online-stage", "infer-without-training-config", "inference-class-of-another-family", "unknown-output-key"])
+        "online-stage", "infer-without-training-config", "inference-class-of-another-family", "unknown-output-key",
+        "input-key-the-decoder-does-not-read", "output-fn"])
 def test_bad_inputs_stop_before_ray_with_the_key_the_file_and_the_fix(tmp_path, monkeypatch, capsys, no_ray,
                                                                      argv, edit, expected):
     recipe = copy_recipe(tmp_path)
