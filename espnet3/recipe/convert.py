@@ -56,15 +56,18 @@ class RoleConfig:
     role: str
     path: Path
     values: Mapping[str, Any]
+    #: top-level names the config's own values interpolate (``${cache}``): the recipe's variables.
+    variables: frozenset[str] = frozenset()
 
     def error(self, key: str, problem: str, fix: str) -> ConfigError:
         return ConfigError(key, self.path, problem, fix)
 
     def check_keys(self, known: frozenset[str]) -> None:
+        """A key neither upstream's nor a variable the config refers to is a mistake (a typo)."""
         for key in self.values:
-            if key not in known:
-                raise self.error(key, f"not a key of an egs3 {self.role} config",
-                                 f"remove it, or use one of {', '.join(sorted(known))}")
+            if key not in known and key not in self.variables:
+                raise self.error(key, f"not a key of an egs3 {self.role} config, nor a variable its values "
+                                 "refer to as ${...}", f"remove it, or use one of {', '.join(sorted(known))}")
 
 
 def train_yaml(training: RoleConfig, inference: RoleConfig | None = None,

@@ -9,8 +9,10 @@ conf/training.yaml`` (so ``--sweep``, ``--slurm`` and ``--resume`` apply to reci
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +23,9 @@ from espnet3.recipe.convert import RoleConfig
 from espnet3.utils.code_dir import recipe_root
 
 DEFAULT_TEMPLATE = "egs3.TEMPLATE.esp2_asr"
+# `${name}`, `${name.key}` or `${name[0]}`: a reference to a config node (a resolver call,
+# `${self_name:}`, is not one).
+NODE_REFERENCE = re.compile(r"\$\{\s*([A-Za-z_]\w*)\s*(?=[.}\[])")
 # Keys of an egs3 training config that a train.yaml never has.
 RECIPE_ONLY_KEYS = ("dataset", "num_device", "num_nodes", "recipe_dir")
 
@@ -51,13 +56,25 @@ def load_roles(paths: Mapping[str, Path], template: str = DEFAULT_TEMPLATE,
     share_experiment(loaded)
     configs = {}
     for role, values in loaded.items():
+        variables = referenced_names(OmegaConf.to_container(values, resolve=False))
         try:
             OmegaConf.resolve(values)
         except OmegaConfBaseException as exc:
             raise ConfigError(getattr(exc, "full_key", None) or "<file>", paths[role], f"does not resolve ({exc})",
                               "fix the interpolation") from None
-        configs[role] = RoleConfig(role, Path(paths[role]), values)
+        configs[role] = RoleConfig(role, Path(paths[role]), values, variables)
     return configs
+
+
+def referenced_names(node: Any) -> frozenset[str]:
+    """The top-level names a config's values interpolate (``${cache}``, ``${tokenizer.save_path}``):
+    a recipe's own variables, such as spgispeech's ``cache`` block, which upstream's code never reads
+    but the recipe's other keys do."""
+    if isinstance(node, Mapping):
+        return frozenset().union(*(referenced_names(v) for v in node.values()))
+    if isinstance(node, list):
+        return frozenset().union(*(referenced_names(v) for v in node))
+    return frozenset(NODE_REFERENCE.findall(node)) if isinstance(node, str) else frozenset()
 
 
 def share_experiment(configs: Mapping[str, DictConfig]) -> None:

@@ -163,7 +163,13 @@ class _Plan:
             sys.path.insert(0, str(recipe_dir))
         for name in self.stages:
             if name == "create_dataset":
-                prepared = local.create_dataset(training)
+                try:
+                    prepared = local.create_dataset(training)
+                except FileNotFoundError as exc:  # the recipe's builder did not find its corpus
+                    if self.args.verbose:
+                        raise
+                    print(f"run.py: error: create_dataset: {exc}", file=sys.stderr)
+                    return EXIT_USAGE
                 print(f"[espnet3] create_dataset: {', '.join(p or 'dataset/' for p in prepared)}",
                       flush=True)
             elif name == "train_tokenizer" or (name == "train" and _needs_tokenizer(training, self.stages)):

@@ -334,3 +334,51 @@ def test_sph2pipe_writes_the_sphere_samples_as_a_16_bit_wav(tmp_path, capsysbina
         sph2pipe.main(["-c", "2", str(sph)])
     assert exit_info.value.code == 2
     assert "has 1 channel(s)" in capsysbinary.readouterr().err.decode()
+
+
+# -- the release's recipes whose corpora are not here ---------------------------------------------
+
+
+def _copy_release_recipe(tmp_path: Path, corpus: str) -> Path:
+    recipe = tmp_path / "egs3" / corpus / "esp2_asr"
+    with resources.as_file(resources.files(f"egs3.{corpus}.esp2_asr")) as source:
+        shutil.copytree(source, recipe, ignore=shutil.ignore_patterns("__pycache__"))
+    return recipe
+
+
+def test_spgispeech_converts_with_its_own_cache_variable_and_a_typo_still_fails(tmp_path):
+    """spgispeech's training config has a top-level `cache:` block that upstream's code never reads
+    and its create_dataset and data_src_args interpolate (`${cache}`): the recipe's variable, kept
+    out of the run, where an unknown key nobody refers to is still an error."""
+    from espnet3.errors import ConfigError
+    from espnet3.recipe.convert import train_yaml
+    from espnet3.recipe.roles import load_roles, referenced_names
+
+    recipe = _copy_release_recipe(tmp_path, "spgispeech")
+    (config,) = (recipe / "conf" / "tuning").glob("*.yaml")
+    training = load_roles({"training": config}, recipe_dir=recipe)["training"]
+    assert "cache" in training.variables and "tokenizer" in training.variables
+    converted = train_yaml(training)
+    assert "cache" not in converted and converted["task"] == "espnet3.systems.esp2_asr.task.ASRTask"
+    assert referenced_names({"a": ["${x}", "${y.z}", "${self_name:}", "${w[0]}"]}) == {"x", "y", "w"}
+
+    config.write_text(config.read_text() + "\nchache: {enabled: false}\n")
+    with pytest.raises(ConfigError, match="`chache`: not a key of an egs3 training config, nor a variable"):
+        train_yaml(load_roles({"training": config}, recipe_dir=recipe)["training"])
+
+
+def test_a_recipe_whose_corpus_is_missing_stops_at_create_dataset_with_the_builders_fix(tmp_path, monkeypatch,
+                                                                                         capsys):
+    from espnet3.systems.esp2_asr.system import ASRSystem
+    from espnet3.systems.launch import run
+
+    recipe = _copy_release_recipe(tmp_path, "librispeech_100")
+    monkeypatch.chdir(recipe)
+    monkeypatch.syspath_prepend(str(recipe))
+    monkeypatch.delenv("LIBRISPEECH", raising=False)
+    code = run(ASRSystem, ["--stages", "create_dataset", "--training_config",
+                           "conf/tuning/training_e_branchformer.yaml"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "run.py: error: create_dataset: LibriSpeech source not found" in err and "set LIBRISPEECH" in err
+    assert "Traceback" not in err
