@@ -14,12 +14,12 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+from hydra.utils import get_class
+
 from espnet3.recipe.convert import METRICS, RoleConfig, output_keys, plain, test_splits
 from espnet3.stages.evaluation import INFER_DIR
 from espnet3.stages.infer import MANIFEST
 from espnet3.stages.measure import SCORES_FILE
-from hydra.utils import get_class
-
 from espnet3.storage import atomic_write, atomic_write_json
 
 # The run's own bookkeeping in each split directory, not an inference output.

@@ -25,7 +25,6 @@ from espnet3.recipe.convert import RoleConfig, train_yaml, worker_count
 from espnet3.systems.base.system import ONLINE_STAGES, RAY_STAGES
 
 
-
 def build_parser(system_cls: type) -> argparse.ArgumentParser:
     names = system_cls.stage_names()
     parser = argparse.ArgumentParser(description=f"Run the stages of a {system_cls.__name__} recipe (espnet3 on Ray).")
